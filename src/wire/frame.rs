@@ -1,0 +1,275 @@
+//! One frame: the hand-written header, the postcard payload, an optional
+//! authentication tag and the crc32 trailer.
+//!
+//! ```text
+//! magic(2) version(1) kind(1) flags(1) cluster_id(4, BE)
+//! sender(varint) term(varint) payload_len(varint) payload
+//! [tag_len(1) tag]            -- only when flags has TAGGED
+//! crc32(4, BE)                -- over every byte before it
+//! ```
+//!
+//! Only the magic and the version are looked at before the checksum: they are
+//! compared, never used to size or index anything, and reading the version
+//! first lets a future version change the trailer and still be reported as
+//! "unsupported version" instead of "bad checksum".
+
+use bytes::{BufMut, BytesMut};
+
+use super::message::{with_payload, Kind, Message, NodeId};
+use super::{varint, DecodeError, EncodeError};
+
+/// The first two bytes of every frame: "SR".
+pub const MAGIC: [u8; 2] = *b"SR";
+/// The wire version this build speaks.
+pub const WIRE_VERSION: u8 = 1;
+/// Flags bit: an authentication tag follows the payload.
+pub const FLAG_TAGGED: u8 = 0x01;
+/// Flag bits this version defines; the others must be zero.
+pub const FLAGS_KNOWN: u8 = FLAG_TAGGED;
+/// Shortest authentication tag accepted.
+pub const TAG_BYTES_MIN: usize = 16;
+/// Longest authentication tag accepted.
+pub const TAG_BYTES_MAX: usize = 32;
+/// Bytes of the fixed part of the header (magic to cluster id).
+pub const FIXED_HEADER_BYTES: usize = 9;
+/// Bytes of the crc32 trailer.
+pub const CHECKSUM_BYTES: usize = 4;
+/// The smallest frame that can be valid: fixed header, three one-byte
+/// varints, an empty payload and the checksum.
+pub const FRAME_BYTES_MIN: usize = FIXED_HEADER_BYTES + 3 + CHECKSUM_BYTES;
+/// Default limit of a UDP datagram: fits any LAN MTU with IP and UDP headers.
+pub const DATAGRAM_BYTES_MAX_DEFAULT: usize = 1200;
+
+/// A decoded (or to be encoded) frame.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Frame {
+    /// The cluster the frame belongs to.
+    pub cluster_id: u32,
+    /// The sending member, or [`NodeId::UNASSIGNED`] before it has joined.
+    pub sender: NodeId,
+    /// The sender's current term (election number).
+    pub term: u64,
+    /// The message.
+    pub message: Message,
+    /// Authentication tag over every byte before it, when the cluster uses
+    /// a key. `TAG_BYTES_MIN..=TAG_BYTES_MAX` bytes.
+    pub tag: Option<Vec<u8>>,
+}
+
+impl Frame {
+    /// A frame without an authentication tag.
+    pub fn new(cluster_id: u32, sender: NodeId, term: u64, message: Message) -> Frame {
+        Frame {
+            cluster_id,
+            sender,
+            term,
+            message,
+            tag: None,
+        }
+    }
+
+    /// Exact size of the encoded frame in bytes.
+    pub fn encoded_len(&self) -> usize {
+        let payload_len = self.message.payload_len();
+        self.encoded_len_with_payload(payload_len)
+    }
+
+    fn encoded_len_with_payload(&self, payload_len: usize) -> usize {
+        FIXED_HEADER_BYTES
+            + varint::len_u64(u64::from(self.sender.0))
+            + varint::len_u64(self.term)
+            + varint::len_u64(payload_len as u64)
+            + payload_len
+            + self.tag.as_ref().map_or(0, |t| 1 + t.len())
+            + CHECKSUM_BYTES
+    }
+
+    /// Appends the encoded frame to `out` and returns its length. Refuses
+    /// (writing nothing) a frame larger than `frame_bytes_max`.
+    pub fn encode(&self, out: &mut BytesMut, frame_bytes_max: usize) -> Result<usize, EncodeError> {
+        if let Some(tag) = &self.tag {
+            if !(TAG_BYTES_MIN..=TAG_BYTES_MAX).contains(&tag.len()) {
+                return Err(EncodeError::BadTagLength {
+                    len: tag.len(),
+                    min: TAG_BYTES_MIN,
+                    max: TAG_BYTES_MAX,
+                });
+            }
+        }
+        let payload_len = self.message.payload_len();
+        let len = self.encoded_len_with_payload(payload_len);
+        if len > frame_bytes_max {
+            return Err(EncodeError::TooLarge {
+                len,
+                limit: frame_bytes_max,
+            });
+        }
+        let start = out.len();
+        out.reserve(len);
+        out.put_slice(&MAGIC);
+        out.put_u8(WIRE_VERSION);
+        out.put_u8(self.message.kind() as u8);
+        out.put_u8(if self.tag.is_some() { FLAG_TAGGED } else { 0 });
+        out.put_u32(self.cluster_id);
+        varint::put_u64(out, u64::from(self.sender.0));
+        varint::put_u64(out, self.term);
+        varint::put_u64(out, payload_len as u64);
+        let payload_start = out.len();
+        let written = with_payload!(&self.message, p => postcard::serialize_with_flavor(p, super::payload::AppendTo(out)));
+        debug_assert!(written.is_ok(), "payload types always serialize");
+        debug_assert_eq!(out.len() - payload_start, payload_len);
+        if let Some(tag) = &self.tag {
+            out.put_u8(tag.len() as u8);
+            out.put_slice(tag);
+        }
+        let crc = crc32fast::hash(&out[start..]);
+        out.put_u32(crc);
+        debug_assert_eq!(out.len() - start, len);
+        Ok(len)
+    }
+
+    /// Encodes into a fresh buffer.
+    pub fn to_bytes(&self, frame_bytes_max: usize) -> Result<BytesMut, EncodeError> {
+        let mut out = BytesMut::new();
+        self.encode(&mut out, frame_bytes_max)?;
+        Ok(out)
+    }
+}
+
+/// What a decoder checks a frame against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Frames of other clusters are refused with
+    /// [`DecodeError::WrongCluster`]; `None` accepts any (tools only).
+    pub cluster_id: Option<u32>,
+    /// The largest frame accepted, in bytes.
+    pub frame_bytes_max: usize,
+}
+
+impl DecodeLimits {
+    /// Limits for datagrams of cluster `cluster_id`.
+    pub fn datagram(cluster_id: u32) -> DecodeLimits {
+        DecodeLimits {
+            cluster_id: Some(cluster_id),
+            frame_bytes_max: DATAGRAM_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Decodes one complete frame (a whole datagram, or the body of a stream
+/// frame). Never panics, never reads outside `input`, and allocates only
+/// for fields actually present in it.
+pub fn decode_frame(input: &[u8], limits: &DecodeLimits) -> Result<Frame, DecodeError> {
+    if input.len() > limits.frame_bytes_max {
+        return Err(DecodeError::TooLarge {
+            len: input.len() as u64,
+            limit: limits.frame_bytes_max,
+        });
+    }
+    if input.len() < FRAME_BYTES_MIN {
+        return Err(DecodeError::TooShort {
+            field: "frame",
+            needed: FRAME_BYTES_MIN,
+            available: input.len(),
+        });
+    }
+    let magic = [input[0], input[1]];
+    if magic != MAGIC {
+        return Err(DecodeError::BadMagic {
+            found: magic,
+            expected: MAGIC,
+        });
+    }
+    if input[2] != WIRE_VERSION {
+        return Err(DecodeError::UnsupportedVersion {
+            found: input[2],
+            supported: WIRE_VERSION,
+        });
+    }
+    let (covered, trailer) = input.split_at(input.len() - CHECKSUM_BYTES);
+    let carried = u32::from_be_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    let computed = crc32fast::hash(covered);
+    // Fuzzing builds skip the comparison (not the computation) so that the
+    // fuzzer reaches the payload decoder; the `frame_valid` target fuzzes
+    // frames with correct checksums.
+    if carried != computed && !cfg!(fuzzing) {
+        return Err(DecodeError::BadChecksum { carried, computed });
+    }
+
+    let kind = Kind::from_u8(covered[3]).ok_or(DecodeError::UnknownKind { found: covered[3] })?;
+    let flags = covered[4];
+    if flags & !FLAGS_KNOWN != 0 {
+        return Err(DecodeError::ReservedFlags { found: flags });
+    }
+    let cluster_id = u32::from_be_bytes([covered[5], covered[6], covered[7], covered[8]]);
+    if let Some(expected) = limits.cluster_id {
+        if cluster_id != expected {
+            return Err(DecodeError::WrongCluster {
+                found: cluster_id,
+                expected,
+            });
+        }
+    }
+    let mut rest = &covered[FIXED_HEADER_BYTES..];
+    let (sender, used) = varint::get_u32(rest, "sender")?;
+    rest = &rest[used..];
+    let (term, used) = varint::get_u64(rest, "term")?;
+    rest = &rest[used..];
+    let (declared, used) = varint::get_u64(rest, "payload length")?;
+    rest = &rest[used..];
+    if declared > rest.len() as u64 {
+        return Err(DecodeError::LengthMismatch {
+            declared,
+            available: rest.len(),
+        });
+    }
+    let (payload, after) = rest.split_at(declared as usize);
+    let tag = if flags & FLAG_TAGGED != 0 {
+        let Some((&tag_len, tag_and_more)) = after.split_first() else {
+            return Err(DecodeError::TooShort {
+                field: "tag length",
+                needed: 1,
+                available: 0,
+            });
+        };
+        let tag_len = usize::from(tag_len);
+        if !(TAG_BYTES_MIN..=TAG_BYTES_MAX).contains(&tag_len) {
+            return Err(DecodeError::BadTagLength {
+                len: tag_len,
+                min: TAG_BYTES_MIN,
+                max: TAG_BYTES_MAX,
+            });
+        }
+        if tag_and_more.len() < tag_len {
+            return Err(DecodeError::TooShort {
+                field: "tag",
+                needed: tag_len,
+                available: tag_and_more.len(),
+            });
+        }
+        let (tag, more) = tag_and_more.split_at(tag_len);
+        if !more.is_empty() {
+            return Err(DecodeError::TrailingBytes {
+                count: more.len(),
+                after: "tag",
+            });
+        }
+        Some(tag.to_vec())
+    } else {
+        if !after.is_empty() {
+            return Err(DecodeError::TrailingBytes {
+                count: after.len(),
+                after: "payload",
+            });
+        }
+        None
+    };
+    let message = super::payload::decode(kind, payload)?;
+    Ok(Frame {
+        cluster_id,
+        sender: NodeId(sender),
+        term,
+        message,
+        tag,
+    })
+}

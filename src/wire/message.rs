@@ -1,0 +1,461 @@
+//! The messages of the protocol and their payload bodies.
+//!
+//! A frame's kind byte says which payload follows, so payloads are plain
+//! postcard structs without an enum tag of their own. Kind numbers are
+//! append-only: a number, once given, keeps its meaning forever, and a new
+//! message gets the next free number.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A member's id, given by the leader when the member joins. Ids are never
+/// reused, so a restarted node (a new incarnation) gets a new one and can
+/// never be mistaken for the voter it was before. `0` is "not a member yet".
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+pub struct NodeId(pub u32);
+
+impl NodeId {
+    /// The sender id of a node that has not joined a cluster.
+    pub const UNASSIGNED: NodeId = NodeId(0);
+}
+
+impl core::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+/// The position of a change: the election number (term) it was made in and
+/// its version (index in the change log). `(0, 0)` is the empty log.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+pub struct LogId {
+    /// Term of the leader that made the change.
+    pub term: u64,
+    /// Version (log index) of the change; the first change is version 1.
+    pub version: u64,
+}
+
+/// A member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    /// Its id, never reused.
+    pub id: NodeId,
+    /// Its address (`ip:port`), for UDP and TCP alike.
+    pub addr: String,
+    /// Whether it votes and counts towards quorums. Joining nodes start as
+    /// non-voters and are promoted once they have caught up.
+    pub voter: bool,
+    /// Which start of the process at `addr` this member is; a restart
+    /// without a data directory is a new incarnation and a new member.
+    pub incarnation: u64,
+}
+
+/// One change to the replicated state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Change {
+    /// Changes nothing; a new leader appends one to commit its term.
+    Noop,
+    /// Sets `key` to `value`.
+    Set {
+        /// The key.
+        key: String,
+        /// Its new value.
+        value: String,
+    },
+    /// Removes `key` (absent keys are fine).
+    Remove {
+        /// The key.
+        key: String,
+    },
+    /// Replaces the whole map, carried as the difference to the map it
+    /// applies to: what to set and what to remove.
+    Replace {
+        /// Keys to set, with their values.
+        #[serde(deserialize_with = "de_vec")]
+        set: Vec<(String, String)>,
+        /// Keys to remove.
+        #[serde(deserialize_with = "de_vec")]
+        remove: Vec<String>,
+    },
+    /// Adds a member (as a non-voter unless `voter` is set).
+    AddMember(Member),
+    /// Makes a non-voter a voter.
+    PromoteMember(NodeId),
+    /// Removes a member.
+    RemoveMember(NodeId),
+}
+
+/// A numbered change: the term it was made in and what it does. Its version
+/// follows from its place in an [`Append`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Entry {
+    /// Term of the leader that made it.
+    pub term: u64,
+    /// What it changes.
+    pub change: Change,
+}
+
+/// Leader to follower, every heartbeat interval. The frame's term is the
+/// leader's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The leader's last change.
+    pub last: LogId,
+    /// The highest committed version.
+    pub commit: u64,
+    /// Heartbeat round, echoed in the ack (check-quorum and read index).
+    pub seq: u64,
+}
+
+/// Follower to leader, in answer to a [`Heartbeat`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    /// The round this answers.
+    pub seq: u64,
+    /// Whether the follower's log holds the leader's last change.
+    pub matched: bool,
+    /// The follower's last version: its match when `matched`, otherwise a
+    /// hint of where the leader should resume.
+    pub version: u64,
+}
+
+/// "Would you vote for me?" The frame's term is the term the sender would
+/// stand in; nobody changes term on a pre-vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct PreVoteRequest {
+    /// The sender's last change, for the up-to-date check.
+    pub last: LogId,
+}
+
+/// Answer to a [`PreVoteRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct PreVoteResponse {
+    /// Whether the pre-vote is granted.
+    pub granted: bool,
+}
+
+/// A candidate asks for a vote in the frame's term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct VoteRequest {
+    /// The candidate's last change, for the up-to-date check.
+    pub last: LogId,
+    /// Set when the election follows a leadership transfer, so voters that
+    /// still hear the (old) leader do not ignore it.
+    pub transfer: bool,
+}
+
+/// Answer to a [`VoteRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct VoteResponse {
+    /// Whether the vote is granted.
+    pub granted: bool,
+}
+
+/// Leader to follower: changes that follow `prev`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Append {
+    /// The change just before the first of `entries`.
+    pub prev: LogId,
+    /// The highest committed version.
+    pub commit: u64,
+    /// Round, echoed in the ack.
+    pub seq: u64,
+    /// The changes, at versions `prev.version + 1 ..`.
+    #[serde(deserialize_with = "de_vec")]
+    pub entries: Vec<Entry>,
+}
+
+/// Follower to leader, in answer to an [`Append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct AppendAck {
+    /// The round this answers.
+    pub seq: u64,
+    /// Whether the entries were appended.
+    pub success: bool,
+    /// On success the follower's last version; otherwise a hint of where
+    /// the leader should resume.
+    pub version: u64,
+}
+
+/// A node asks to join (or, while no cluster exists yet, tells the nodes it
+/// knows that it is there). Sent with sender id 0 until it has an id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Introduce {
+    /// Where the node listens.
+    pub addr: String,
+    /// Which start of that process this is.
+    pub incarnation: u64,
+    /// Every address the node knows of (for the bootstrap rule).
+    #[serde(deserialize_with = "de_vec")]
+    pub seeds: Vec<String>,
+}
+
+/// Answer to an [`Introduce`] from a node that is not the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Redirect {
+    /// The leader's address, when the answering node knows it.
+    pub leader: Option<String>,
+    /// Whether the answering node belongs to a cluster.
+    pub joined: bool,
+    /// Every address the answering node knows of.
+    #[serde(deserialize_with = "de_vec")]
+    pub seeds: Vec<String>,
+}
+
+/// A member asks the leader to remove it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Leave;
+
+/// The leader tells the most up-to-date follower to stand for election now
+/// (leadership transfer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct TimeoutNow;
+
+/// A follower asks the leader for a read index that a quorum confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct ReadIndexRequest {
+    /// Chosen by the asker, echoed in the answer.
+    pub request_id: u64,
+}
+
+/// Answer to a [`ReadIndexRequest`]: the commit version a quorum confirmed
+/// while the sender was leader, or `None` if it is not the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct ReadIndexResponse {
+    /// The request answered.
+    pub request_id: u64,
+    /// The confirmed read index.
+    pub index: Option<u64>,
+}
+
+/// Leader to a joining node: it is now a member with this id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The new member's id.
+    pub id: NodeId,
+    /// The incarnation that asked, so a stale welcome is ignored.
+    pub incarnation: u64,
+}
+
+/// A follower asks for the whole state (over TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct SnapshotRequest;
+
+/// The whole committed state up to `last` (over TCP).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The last change the snapshot includes.
+    pub last: LogId,
+    /// The members at that point.
+    #[serde(deserialize_with = "de_vec")]
+    pub members: Vec<Member>,
+    /// The next member id the leader will give.
+    pub next_member_id: u32,
+    /// The map, sorted by key, without duplicates.
+    #[serde(deserialize_with = "de_vec")]
+    pub map: Vec<(String, String)>,
+}
+
+/// Deserializes a `Vec` without trusting the declared length for the
+/// initial allocation: postcard reports the length it read as a size hint,
+/// and a few bytes can declare billions of elements. Growing with the
+/// elements actually decoded keeps memory proportional to the input.
+fn de_vec<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct BoundedVec<T>(core::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for BoundedVec<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str("a sequence")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            const PREALLOCATED_ITEMS_MAX: usize = 64;
+            let hint = seq.size_hint().unwrap_or(0);
+            let mut out = Vec::with_capacity(hint.min(PREALLOCATED_ITEMS_MAX));
+            while let Some(item) = seq.next_element()? {
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_seq(BoundedVec(core::marker::PhantomData))
+}
+
+/// The kind byte of a frame. Append-only: never renumber, never reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Kind {
+    /// [`Heartbeat`]
+    Heartbeat = 1,
+    /// [`HeartbeatAck`]
+    HeartbeatAck = 2,
+    /// [`PreVoteRequest`]
+    PreVoteRequest = 3,
+    /// [`PreVoteResponse`]
+    PreVoteResponse = 4,
+    /// [`VoteRequest`]
+    VoteRequest = 5,
+    /// [`VoteResponse`]
+    VoteResponse = 6,
+    /// [`Append`]
+    Append = 7,
+    /// [`AppendAck`]
+    AppendAck = 8,
+    /// [`Introduce`]
+    Introduce = 9,
+    /// [`Redirect`]
+    Redirect = 10,
+    /// [`Leave`]
+    Leave = 11,
+    /// [`TimeoutNow`]
+    TimeoutNow = 12,
+    /// [`ReadIndexRequest`]
+    ReadIndexRequest = 13,
+    /// [`ReadIndexResponse`]
+    ReadIndexResponse = 14,
+    /// [`Welcome`]
+    Welcome = 15,
+    /// [`SnapshotRequest`]
+    SnapshotRequest = 16,
+    /// [`Snapshot`]
+    Snapshot = 17,
+}
+
+impl Kind {
+    /// Every kind, in number order.
+    pub const ALL: [Kind; 17] = [
+        Kind::Heartbeat,
+        Kind::HeartbeatAck,
+        Kind::PreVoteRequest,
+        Kind::PreVoteResponse,
+        Kind::VoteRequest,
+        Kind::VoteResponse,
+        Kind::Append,
+        Kind::AppendAck,
+        Kind::Introduce,
+        Kind::Redirect,
+        Kind::Leave,
+        Kind::TimeoutNow,
+        Kind::ReadIndexRequest,
+        Kind::ReadIndexResponse,
+        Kind::Welcome,
+        Kind::SnapshotRequest,
+        Kind::Snapshot,
+    ];
+
+    /// The kind with this number, if this build knows it.
+    pub fn from_u8(byte: u8) -> Option<Kind> {
+        Kind::ALL.get(usize::from(byte).wrapping_sub(1)).copied()
+    }
+
+    /// A stable name for logs and errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Heartbeat => "heartbeat",
+            Kind::HeartbeatAck => "heartbeat_ack",
+            Kind::PreVoteRequest => "pre_vote_request",
+            Kind::PreVoteResponse => "pre_vote_response",
+            Kind::VoteRequest => "vote_request",
+            Kind::VoteResponse => "vote_response",
+            Kind::Append => "append",
+            Kind::AppendAck => "append_ack",
+            Kind::Introduce => "introduce",
+            Kind::Redirect => "redirect",
+            Kind::Leave => "leave",
+            Kind::TimeoutNow => "timeout_now",
+            Kind::ReadIndexRequest => "read_index_request",
+            Kind::ReadIndexResponse => "read_index_response",
+            Kind::Welcome => "welcome",
+            Kind::SnapshotRequest => "snapshot_request",
+            Kind::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// Any message, as carried in one frame.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum Message {
+    Heartbeat(Heartbeat),
+    HeartbeatAck(HeartbeatAck),
+    PreVoteRequest(PreVoteRequest),
+    PreVoteResponse(PreVoteResponse),
+    VoteRequest(VoteRequest),
+    VoteResponse(VoteResponse),
+    Append(Append),
+    AppendAck(AppendAck),
+    Introduce(Introduce),
+    Redirect(Redirect),
+    Leave(Leave),
+    TimeoutNow(TimeoutNow),
+    ReadIndexRequest(ReadIndexRequest),
+    ReadIndexResponse(ReadIndexResponse),
+    Welcome(Welcome),
+    SnapshotRequest(SnapshotRequest),
+    Snapshot(Snapshot),
+}
+
+/// Runs `$body` with `$p` bound to the payload of any message variant.
+macro_rules! with_payload {
+    ($msg:expr, $p:ident => $body:expr) => {
+        match $msg {
+            Message::Heartbeat($p) => $body,
+            Message::HeartbeatAck($p) => $body,
+            Message::PreVoteRequest($p) => $body,
+            Message::PreVoteResponse($p) => $body,
+            Message::VoteRequest($p) => $body,
+            Message::VoteResponse($p) => $body,
+            Message::Append($p) => $body,
+            Message::AppendAck($p) => $body,
+            Message::Introduce($p) => $body,
+            Message::Redirect($p) => $body,
+            Message::Leave($p) => $body,
+            Message::TimeoutNow($p) => $body,
+            Message::ReadIndexRequest($p) => $body,
+            Message::ReadIndexResponse($p) => $body,
+            Message::Welcome($p) => $body,
+            Message::SnapshotRequest($p) => $body,
+            Message::Snapshot($p) => $body,
+        }
+    };
+}
+pub(crate) use with_payload;
+
+impl Message {
+    /// The kind byte this message is sent with.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Heartbeat(_) => Kind::Heartbeat,
+            Message::HeartbeatAck(_) => Kind::HeartbeatAck,
+            Message::PreVoteRequest(_) => Kind::PreVoteRequest,
+            Message::PreVoteResponse(_) => Kind::PreVoteResponse,
+            Message::VoteRequest(_) => Kind::VoteRequest,
+            Message::VoteResponse(_) => Kind::VoteResponse,
+            Message::Append(_) => Kind::Append,
+            Message::AppendAck(_) => Kind::AppendAck,
+            Message::Introduce(_) => Kind::Introduce,
+            Message::Redirect(_) => Kind::Redirect,
+            Message::Leave(_) => Kind::Leave,
+            Message::TimeoutNow(_) => Kind::TimeoutNow,
+            Message::ReadIndexRequest(_) => Kind::ReadIndexRequest,
+            Message::ReadIndexResponse(_) => Kind::ReadIndexResponse,
+            Message::Welcome(_) => Kind::Welcome,
+            Message::SnapshotRequest(_) => Kind::SnapshotRequest,
+            Message::Snapshot(_) => Kind::Snapshot,
+        }
+    }
+
+    /// Size of the postcard payload body in bytes.
+    pub fn payload_len(&self) -> usize {
+        // Serializing into a counter cannot fail for these types: they hold
+        // only integers, bools, strings, options and sequences of known length.
+        with_payload!(self, p => postcard::serialize_with_flavor(p, postcard::ser_flavors::Size::default()))
+            .unwrap_or(usize::MAX)
+    }
+}

@@ -1,0 +1,283 @@
+//! Frames used by several wire tests: the golden examples of docs/WIRE.md
+//! and proptest strategies that cover every message kind.
+#![allow(dead_code)]
+
+use proptest::prelude::*;
+use simple_raft::wire::*;
+
+pub const CLUSTER: u32 = 0x00C0_FFEE;
+
+/// The golden examples of docs/WIRE.md, by the name they have there.
+pub fn golden() -> Vec<(&'static str, Frame, bool)> {
+    let heartbeat = Frame::new(
+        CLUSTER,
+        NodeId(3),
+        7,
+        Message::Heartbeat(Heartbeat {
+            last: LogId {
+                term: 7,
+                version: 42,
+            },
+            commit: 42,
+            seq: 9,
+        }),
+    );
+    let mut tagged = heartbeat.clone();
+    tagged.tag = Some((0u8..16).collect());
+    vec![
+        ("heartbeat", heartbeat, false),
+        (
+            "heartbeat_ack",
+            Frame::new(
+                CLUSTER,
+                NodeId(2),
+                7,
+                Message::HeartbeatAck(HeartbeatAck {
+                    seq: 9,
+                    matched: true,
+                    version: 42,
+                }),
+            ),
+            false,
+        ),
+        (
+            "vote_request",
+            Frame::new(
+                CLUSTER,
+                NodeId(1),
+                8,
+                Message::VoteRequest(VoteRequest {
+                    last: LogId {
+                        term: 7,
+                        version: 42,
+                    },
+                    transfer: false,
+                }),
+            ),
+            false,
+        ),
+        (
+            "append",
+            Frame::new(
+                CLUSTER,
+                NodeId(3),
+                7,
+                Message::Append(Append {
+                    prev: LogId {
+                        term: 7,
+                        version: 42,
+                    },
+                    commit: 42,
+                    seq: 10,
+                    entries: vec![
+                        Entry {
+                            term: 7,
+                            change: Change::Set {
+                                key: "color".into(),
+                                value: "blue".into(),
+                            },
+                        },
+                        Entry {
+                            term: 7,
+                            change: Change::Remove { key: "size".into() },
+                        },
+                    ],
+                }),
+            ),
+            false,
+        ),
+        (
+            "introduce",
+            Frame::new(
+                CLUSTER,
+                NodeId::UNASSIGNED,
+                0,
+                Message::Introduce(Introduce {
+                    addr: "127.0.0.1:7004".into(),
+                    incarnation: 1,
+                    seeds: vec!["127.0.0.1:7001".into()],
+                }),
+            ),
+            false,
+        ),
+        ("heartbeat_tagged", tagged, false),
+        (
+            "snapshot_stream",
+            Frame::new(
+                CLUSTER,
+                NodeId(1),
+                7,
+                Message::Snapshot(Snapshot {
+                    last: LogId {
+                        term: 7,
+                        version: 42,
+                    },
+                    members: vec![Member {
+                        id: NodeId(1),
+                        addr: "127.0.0.1:7001".into(),
+                        voter: true,
+                        incarnation: 1,
+                    }],
+                    next_member_id: 2,
+                    map: vec![("a".into(), "1".into())],
+                }),
+            ),
+            true,
+        ),
+    ]
+}
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z0-9:./-]{0,12}",
+        any::<String>().prop_map(|s| s.chars().take(20).collect()),
+    ]
+}
+
+fn log_id() -> impl Strategy<Value = LogId> {
+    (any::<u64>(), any::<u64>()).prop_map(|(term, version)| LogId { term, version })
+}
+
+fn node_id() -> impl Strategy<Value = NodeId> {
+    prop_oneof![0u32..300, any::<u32>()].prop_map(NodeId)
+}
+
+fn member() -> impl Strategy<Value = Member> {
+    (node_id(), text(), any::<bool>(), any::<u64>()).prop_map(|(id, addr, voter, incarnation)| {
+        Member {
+            id,
+            addr,
+            voter,
+            incarnation,
+        }
+    })
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        Just(Change::Noop),
+        (text(), text()).prop_map(|(key, value)| Change::Set { key, value }),
+        text().prop_map(|key| Change::Remove { key }),
+        (
+            prop::collection::vec((text(), text()), 0..4),
+            prop::collection::vec(text(), 0..4)
+        )
+            .prop_map(|(set, remove)| Change::Replace { set, remove }),
+        member().prop_map(Change::AddMember),
+        node_id().prop_map(Change::PromoteMember),
+        node_id().prop_map(Change::RemoveMember),
+    ]
+}
+
+fn entry() -> impl Strategy<Value = Entry> {
+    (any::<u64>(), change()).prop_map(|(term, change)| Entry { term, change })
+}
+
+/// Any message of any kind, with random field values.
+pub fn message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        (log_id(), any::<u64>(), any::<u64>())
+            .prop_map(|(last, commit, seq)| Message::Heartbeat(Heartbeat { last, commit, seq })),
+        (any::<u64>(), any::<bool>(), any::<u64>()).prop_map(|(seq, matched, version)| {
+            Message::HeartbeatAck(HeartbeatAck {
+                seq,
+                matched,
+                version,
+            })
+        }),
+        log_id().prop_map(|last| Message::PreVoteRequest(PreVoteRequest { last })),
+        any::<bool>().prop_map(|granted| Message::PreVoteResponse(PreVoteResponse { granted })),
+        (log_id(), any::<bool>())
+            .prop_map(|(last, transfer)| Message::VoteRequest(VoteRequest { last, transfer })),
+        any::<bool>().prop_map(|granted| Message::VoteResponse(VoteResponse { granted })),
+        (
+            log_id(),
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec(entry(), 0..6)
+        )
+            .prop_map(|(prev, commit, seq, entries)| Message::Append(Append {
+                prev,
+                commit,
+                seq,
+                entries
+            })),
+        (any::<u64>(), any::<bool>(), any::<u64>()).prop_map(|(seq, success, version)| {
+            Message::AppendAck(AppendAck {
+                seq,
+                success,
+                version,
+            })
+        }),
+        (text(), any::<u64>(), prop::collection::vec(text(), 0..4)).prop_map(
+            |(addr, incarnation, seeds)| Message::Introduce(Introduce {
+                addr,
+                incarnation,
+                seeds
+            })
+        ),
+        (
+            prop::option::of(text()),
+            any::<bool>(),
+            prop::collection::vec(text(), 0..4)
+        )
+            .prop_map(|(leader, joined, seeds)| Message::Redirect(Redirect {
+                leader,
+                joined,
+                seeds
+            })),
+        Just(Message::Leave(Leave)),
+        Just(Message::TimeoutNow(TimeoutNow)),
+        any::<u64>()
+            .prop_map(|request_id| Message::ReadIndexRequest(ReadIndexRequest { request_id })),
+        (any::<u64>(), prop::option::of(any::<u64>())).prop_map(|(request_id, index)| {
+            Message::ReadIndexResponse(ReadIndexResponse { request_id, index })
+        }),
+        (node_id(), any::<u64>())
+            .prop_map(|(id, incarnation)| Message::Welcome(Welcome { id, incarnation })),
+        Just(Message::SnapshotRequest(SnapshotRequest)),
+        (
+            log_id(),
+            prop::collection::vec(member(), 0..4),
+            any::<u32>(),
+            prop::collection::btree_map(text(), text(), 0..8)
+        )
+            .prop_map(
+                |(last, members, next_member_id, map)| Message::Snapshot(Snapshot {
+                    last,
+                    members,
+                    next_member_id,
+                    map: map.into_iter().collect(),
+                })
+            ),
+    ]
+}
+
+/// Any frame: random header fields, any message, with or without a tag.
+pub fn frame() -> impl Strategy<Value = Frame> {
+    (
+        any::<u32>(),
+        node_id(),
+        prop_oneof![0u64..1000, any::<u64>()],
+        message(),
+        prop::option::of(prop::collection::vec(
+            any::<u8>(),
+            TAG_BYTES_MIN..=TAG_BYTES_MAX,
+        )),
+    )
+        .prop_map(|(cluster_id, sender, term, message, tag)| Frame {
+            cluster_id,
+            sender,
+            term,
+            message,
+            tag,
+        })
+}
+
+/// Limits that accept any frame these strategies make.
+pub fn roomy(cluster_id: u32) -> DecodeLimits {
+    DecodeLimits {
+        cluster_id: Some(cluster_id),
+        frame_bytes_max: 1 << 20,
+    }
+}
