@@ -215,7 +215,7 @@ fn wrong_cluster_gives_wrong_cluster() {
 
 #[test]
 fn unknown_kind_gives_unknown_kind() {
-    for kind in [0u8, 18, 200, 255] {
+    for kind in [0u8, 19, 200, 255] {
         let mut bytes = encode(&heartbeat());
         bytes[3] = kind;
         assert_eq!(
@@ -249,6 +249,7 @@ fn kinds_keep_their_numbers() {
             (15, "welcome"),
             (16, "snapshot_request"),
             (17, "snapshot"),
+            (18, "fetch_snapshot"),
         ]
     );
     for kind in Kind::ALL {
@@ -434,4 +435,16 @@ fn every_decode_reason_has_a_distinct_counter_slot() {
     }
     let names: std::collections::BTreeSet<_> = DecodeReason::ALL.iter().map(|r| r.name()).collect();
     assert_eq!(names.len(), DecodeReason::ALL.len());
+}
+
+#[test]
+fn a_refused_stream_frame_leaves_the_buffer_as_it_was() {
+    let mut frame = Frame::new(CLUSTER, NodeId(1), 1, Message::Leave(Leave));
+    frame.tag = Some(vec![0; 3]);
+    let mut out = BytesMut::from(&b"kept"[..]);
+    assert!(matches!(
+        encode_stream_frame(&frame, &mut out, 1 << 20),
+        Err(EncodeError::BadTagLength { len: 3, .. })
+    ));
+    assert_eq!(&out[..], b"kept");
 }

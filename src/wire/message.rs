@@ -244,6 +244,15 @@ pub struct Welcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct SnapshotRequest;
 
+/// Leader to a follower that is new or further behind than the leader's
+/// change tail: fetch a snapshot (over TCP) from the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct FetchSnapshot {
+    /// The oldest change the leader still holds; the follower needs a
+    /// snapshot at least this recent.
+    pub base: LogId,
+}
+
 /// The whole committed state up to `last` (over TCP).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -325,11 +334,13 @@ pub enum Kind {
     SnapshotRequest = 16,
     /// [`Snapshot`]
     Snapshot = 17,
+    /// [`FetchSnapshot`]
+    FetchSnapshot = 18,
 }
 
 impl Kind {
     /// Every kind, in number order.
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 18] = [
         Kind::Heartbeat,
         Kind::HeartbeatAck,
         Kind::PreVoteRequest,
@@ -347,6 +358,7 @@ impl Kind {
         Kind::Welcome,
         Kind::SnapshotRequest,
         Kind::Snapshot,
+        Kind::FetchSnapshot,
     ];
 
     /// The kind with this number, if this build knows it.
@@ -374,6 +386,7 @@ impl Kind {
             Kind::Welcome => "welcome",
             Kind::SnapshotRequest => "snapshot_request",
             Kind::Snapshot => "snapshot",
+            Kind::FetchSnapshot => "fetch_snapshot",
         }
     }
 }
@@ -399,6 +412,7 @@ pub enum Message {
     Welcome(Welcome),
     SnapshotRequest(SnapshotRequest),
     Snapshot(Snapshot),
+    FetchSnapshot(FetchSnapshot),
 }
 
 /// Runs `$body` with `$p` bound to the payload of any message variant.
@@ -422,6 +436,7 @@ macro_rules! with_payload {
             Message::Welcome($p) => $body,
             Message::SnapshotRequest($p) => $body,
             Message::Snapshot($p) => $body,
+            Message::FetchSnapshot($p) => $body,
         }
     };
 }
@@ -448,6 +463,7 @@ impl Message {
             Message::Welcome(_) => Kind::Welcome,
             Message::SnapshotRequest(_) => Kind::SnapshotRequest,
             Message::Snapshot(_) => Kind::Snapshot,
+            Message::FetchSnapshot(_) => Kind::FetchSnapshot,
         }
     }
 

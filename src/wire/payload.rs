@@ -141,5 +141,6 @@ pub fn decode(kind: Kind, payload: &[u8]) -> Result<Message, DecodeError> {
             }
             Message::Snapshot(snapshot)
         }
+        Kind::FetchSnapshot => Message::FetchSnapshot(body(kind, payload)?),
     })
 }

@@ -30,10 +30,16 @@ pub fn encode_stream_frame(
             limit: frame_bytes_max,
         });
     }
+    let start = out.len();
     out.reserve(LENGTH_PREFIX_BYTES + len);
     out.put_u32(len as u32);
-    let written = frame.encode(out, frame_bytes_max)?;
-    Ok(LENGTH_PREFIX_BYTES + written)
+    match frame.encode(out, frame_bytes_max) {
+        Ok(written) => Ok(LENGTH_PREFIX_BYTES + written),
+        Err(error) => {
+            out.truncate(start);
+            Err(error)
+        }
+    }
 }
 
 /// Checks a length prefix against the limits; returns the frame length to

@@ -250,6 +250,7 @@ pub fn message() -> impl Strategy<Value = Message> {
                     map: map.into_iter().collect(),
                 })
             ),
+        log_id().prop_map(|base| Message::FetchSnapshot(FetchSnapshot { base })),
     ]
 }
 
