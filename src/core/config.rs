@@ -1,0 +1,124 @@
+//! The core's settings, with the limits of everything it keeps.
+
+use std::net::SocketAddr;
+
+use crate::wire::{DATAGRAM_BYTES_MAX_DEFAULT, STREAM_FRAME_BYTES_MAX_DEFAULT};
+
+/// Settings of one node's protocol core. Times are milliseconds on the
+/// caller's clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoreConfig {
+    /// Where this node listens (UDP and TCP).
+    pub addr: SocketAddr,
+    /// Nodes to contact to join. Empty: start a new cluster.
+    pub seeds: Vec<SocketAddr>,
+    /// Which start of the process this is; a restart without a data
+    /// directory must use a higher one (the time of day in ms will do).
+    pub incarnation: u64,
+    /// Keeps two clusters on one network apart.
+    pub cluster_id: u32,
+    /// The leader's heartbeat (the original's update interval).
+    pub heartbeat_ms: u64,
+    /// A follower that hears no leader for a random time in
+    /// `[leader_timeout_ms, 2 * leader_timeout_ms)` stands for election.
+    pub leader_timeout_ms: u64,
+    /// An election round lasts a random time in
+    /// `[election_timeout_ms, 2 * election_timeout_ms)`.
+    pub election_timeout_ms: u64,
+    /// Largest UDP frame sent or accepted.
+    pub datagram_bytes_max: usize,
+    /// Largest TCP frame sent or accepted.
+    pub stream_frame_bytes_max: usize,
+    /// Committed changes kept for followers that fall behind; one further
+    /// behind fetches a snapshot.
+    pub log_tail_entries_max: usize,
+    /// Changes a leader holds that are not committed yet; more writes get
+    /// `Busy`.
+    pub uncommitted_entries_max: usize,
+    /// Requests (writes, reads) waiting for an outcome.
+    pub pending_requests_max: usize,
+    /// The leader removes members silent this long; `None` never does.
+    pub member_silence_ms: Option<u64>,
+    /// Never remove silent members below this many voters.
+    pub members_min: usize,
+    /// Addresses remembered while joining.
+    pub seeds_max: usize,
+    /// How often a joining node introduces itself again.
+    pub introduce_interval_ms: u64,
+    /// Hold transmits until the hard state from `poll_persist` is written
+    /// (set when a data directory is used).
+    pub durable: bool,
+}
+
+impl CoreConfig {
+    /// Defaults for a LAN: 50 ms heartbeats, 500 ms leader and election
+    /// timeouts.
+    pub fn new(addr: SocketAddr, seeds: Vec<SocketAddr>, incarnation: u64) -> CoreConfig {
+        CoreConfig {
+            addr,
+            seeds,
+            incarnation,
+            cluster_id: 0,
+            heartbeat_ms: 50,
+            leader_timeout_ms: 500,
+            election_timeout_ms: 500,
+            datagram_bytes_max: DATAGRAM_BYTES_MAX_DEFAULT,
+            stream_frame_bytes_max: STREAM_FRAME_BYTES_MAX_DEFAULT,
+            log_tail_entries_max: 1024,
+            uncommitted_entries_max: 256,
+            pending_requests_max: 1024,
+            member_silence_ms: Some(30_000),
+            members_min: 3,
+            seeds_max: 64,
+            introduce_interval_ms: 200,
+            durable: false,
+        }
+    }
+
+    /// Checks that the settings can work together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |what: &'static str| Err(ConfigError { what });
+        if self.heartbeat_ms == 0 {
+            return fail("heartbeat_ms must be at least 1");
+        }
+        if self.leader_timeout_ms < 2 * self.heartbeat_ms {
+            return fail("leader_timeout_ms must be at least twice heartbeat_ms");
+        }
+        if self.election_timeout_ms < self.heartbeat_ms {
+            return fail("election_timeout_ms must be at least heartbeat_ms");
+        }
+        if self.datagram_bytes_max < 256 || self.datagram_bytes_max > 65_507 {
+            return fail("datagram_bytes_max must be within 256..=65507");
+        }
+        if self.stream_frame_bytes_max < self.datagram_bytes_max {
+            return fail("stream_frame_bytes_max must be at least datagram_bytes_max");
+        }
+        if self.log_tail_entries_max == 0
+            || self.uncommitted_entries_max == 0
+            || self.pending_requests_max == 0
+            || self.seeds_max == 0
+        {
+            return fail("log, request and seed limits must be at least 1");
+        }
+        if self.introduce_interval_ms == 0 {
+            return fail("introduce_interval_ms must be at least 1");
+        }
+        if let Some(silence) = self.member_silence_ms {
+            if silence < 2 * self.leader_timeout_ms {
+                return fail("member_silence_ms must be at least twice leader_timeout_ms");
+            }
+        }
+        if self.members_min == 0 {
+            return fail("members_min must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Settings that cannot work; says which.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {what}")]
+pub struct ConfigError {
+    /// What is wrong.
+    pub what: &'static str,
+}

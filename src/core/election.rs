@@ -1,0 +1,407 @@
+//! Elections (Raft §5.2, §5.4.1) with pre-vote and leader stickiness
+//! (§9.6), check-quorum, and leadership transfer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use super::{Core, LeaderState, Millis, RequestError, RequestId, RoleState, Transfer};
+use crate::wire::{
+    Change, Entry, LogId, Member, Message, NodeId, PreVoteRequest, PreVoteResponse, TimeoutNow,
+    VoteRequest, VoteResponse,
+};
+
+impl Core {
+    /// Voters of the current configuration.
+    pub(super) fn voters(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.config.values().filter(|m| m.voter).map(|m| m.id)
+    }
+
+    /// Votes (or acknowledgements) needed: a majority of the voters.
+    pub(super) fn quorum(&self) -> usize {
+        self.voters().count() / 2 + 1
+    }
+
+    pub(super) fn is_voter(&self) -> bool {
+        self.id
+            .is_some_and(|id| self.config.get(&id).is_some_and(|m| m.voter))
+    }
+
+    /// Whether a log ending at `last` is at least as up to date as ours
+    /// (§5.4.1): later term wins, then the longer log.
+    fn up_to_date(&self, last: LogId) -> bool {
+        last >= self.log.last()
+    }
+
+    /// Whether a leader was heard from within the minimum leader timeout:
+    /// such a node ignores pre-votes and votes (§9.6), so a node that was
+    /// cut off cannot depose a healthy leader when it returns.
+    fn heard_leader_recently(&self, now: Millis) -> bool {
+        match self.role {
+            RoleState::Leader(_) => true,
+            _ => {
+                self.leader.is_some()
+                    && self
+                        .leader_contact
+                        .is_some_and(|t| now < t + self.cfg.leader_timeout_ms)
+            }
+        }
+    }
+
+    pub(super) fn reset_election_timer(&mut self, now: Millis) {
+        self.election_at = now + self.rng.timeout(self.cfg.leader_timeout_ms);
+    }
+
+    /// The leader timeout (or an election round) ran out.
+    pub(super) fn election_timeout(&mut self, now: Millis) {
+        if !self.is_voter() {
+            self.reset_election_timer(now);
+            return;
+        }
+        self.start_pre_vote(now);
+    }
+
+    fn start_pre_vote(&mut self, now: Millis) {
+        self.metrics.pre_votes += 1;
+        self.set_leader(None);
+        let me = self.id.expect("voters have ids");
+        self.role = RoleState::PreCandidate {
+            grants: BTreeSet::from([me]),
+        };
+        self.election_at = now + self.rng.timeout(self.cfg.election_timeout_ms);
+        if self.quorum() <= 1 {
+            return self.start_election(now, false);
+        }
+        let request = Message::PreVoteRequest(PreVoteRequest {
+            last: self.log.last(),
+        });
+        for peer in self.peer_voter_addrs() {
+            self.send_in_term(peer, self.term + 1, request.clone());
+        }
+    }
+
+    fn peer_voter_addrs(&self) -> Vec<SocketAddr> {
+        let me = self.id;
+        self.voters()
+            .filter(|id| Some(*id) != me)
+            .filter_map(|id| self.addr_of(id))
+            .collect()
+    }
+
+    pub(super) fn on_pre_vote_request(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        term: u64,
+        request: PreVoteRequest,
+    ) {
+        // A pre-vote changes nothing here: no term, no vote.
+        let granted =
+            term > self.term && self.up_to_date(request.last) && !self.heard_leader_recently(now);
+        let answer_term = if granted { term } else { self.term };
+        self.send_in_term(
+            from,
+            answer_term,
+            Message::PreVoteResponse(PreVoteResponse { granted }),
+        );
+    }
+
+    pub(super) fn on_pre_vote_response(
+        &mut self,
+        now: Millis,
+        sender: NodeId,
+        term: u64,
+        response: PreVoteResponse,
+    ) {
+        if !response.granted {
+            if term > self.term {
+                self.become_follower(now, term, None);
+            }
+            return;
+        }
+        if term != self.term + 1 || !self.config.get(&sender).is_some_and(|m| m.voter) {
+            return;
+        }
+        let quorum = self.quorum();
+        if let RoleState::PreCandidate { grants } = &mut self.role {
+            grants.insert(sender);
+            if grants.len() >= quorum {
+                self.start_election(now, false);
+            }
+        }
+    }
+
+    /// Increments the term, votes for itself and asks for votes (§5.2).
+    pub(super) fn start_election(&mut self, now: Millis, transfer: bool) {
+        let me = self.id.expect("voters have ids");
+        self.metrics.elections += 1;
+        self.set_term(self.term + 1);
+        self.voted_for = Some(me);
+        self.persist_pending = true;
+        self.set_leader(None);
+        self.role = RoleState::Candidate {
+            votes: BTreeSet::from([me]),
+        };
+        self.election_at = now + self.rng.timeout(self.cfg.election_timeout_ms);
+        if self.quorum() <= 1 {
+            return self.become_leader(now);
+        }
+        let request = Message::VoteRequest(VoteRequest {
+            last: self.log.last(),
+            transfer,
+        });
+        for peer in self.peer_voter_addrs() {
+            self.send(peer, request.clone());
+        }
+    }
+
+    pub(super) fn on_vote_request(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        sender: NodeId,
+        term: u64,
+        request: VoteRequest,
+    ) {
+        if term < self.term || (!request.transfer && self.heard_leader_recently(now)) {
+            self.send(from, Message::VoteResponse(VoteResponse { granted: false }));
+            return;
+        }
+        if term > self.term {
+            self.become_follower(now, term, None);
+        }
+        let granted = self.voted_for.is_none_or(|v| v == sender)
+            && self.up_to_date(request.last)
+            && !matches!(self.role, RoleState::Leader(_));
+        if granted {
+            if self.voted_for.is_none() {
+                self.voted_for = Some(sender);
+                self.persist_pending = true;
+            }
+            // A voter waits for the winner for one election round, then
+            // goes back to following: never stuck as a voter.
+            self.voter_until = Some(now + self.rng.timeout(self.cfg.election_timeout_ms));
+            self.reset_election_timer(now);
+        }
+        self.send(from, Message::VoteResponse(VoteResponse { granted }));
+    }
+
+    pub(super) fn on_vote_response(&mut self, now: Millis, sender: NodeId, response: VoteResponse) {
+        if !response.granted || !self.config.get(&sender).is_some_and(|m| m.voter) {
+            return;
+        }
+        let quorum = self.quorum();
+        if let RoleState::Candidate { votes } = &mut self.role {
+            votes.insert(sender);
+            if votes.len() >= quorum {
+                self.become_leader(now);
+            }
+        }
+    }
+
+    pub(super) fn become_leader(&mut self, now: Millis) {
+        let me = self.id.expect("leaders have ids");
+        self.metrics.leaderships += 1;
+        self.voter_until = None;
+        let last = self.log.last().version;
+        let progress = self
+            .config
+            .keys()
+            .filter(|id| **id != me)
+            .map(|id| {
+                (
+                    *id,
+                    super::Progress {
+                        next: last + 1,
+                        matched: 0,
+                        last_heard: now,
+                        acked_seq: 0,
+                        snapshot_hint_at: None,
+                    },
+                )
+            })
+            .collect();
+        self.role = RoleState::Leader(Box::new(LeaderState {
+            progress,
+            seq: 0,
+            heartbeat_at: now,
+            check_quorum_at: now + self.cfg.leader_timeout_ms,
+            term_start: last + 1,
+            since: now,
+            writes: BTreeMap::new(),
+            reads: Vec::new(),
+            transfer: None,
+        }));
+        self.set_leader(Some((me, self.cfg.addr)));
+        // A leader commits entries of earlier terms only through one of its
+        // own (§5.4.2): append a no-op at once.
+        self.append_entry(Entry {
+            term: self.term,
+            change: Change::Noop,
+        });
+        self.broadcast(now);
+        // A sole voter commits on its own.
+        self.maybe_commit(now);
+    }
+
+    /// Steps down (or follows) in `term`, failing what a leader had pending.
+    pub(super) fn become_follower(
+        &mut self,
+        now: Millis,
+        term: u64,
+        leader: Option<(NodeId, SocketAddr)>,
+    ) {
+        let old_term = self.term;
+        self.set_term(term);
+        let was = std::mem::replace(&mut self.role, RoleState::Follower);
+        if let RoleState::Leader(state) = was {
+            for request in state.writes.into_values() {
+                self.done(request, Err(RequestError::Uncertain));
+            }
+            for read in state.reads {
+                self.fail_read(read.origin);
+            }
+            if let Some(request) = state.transfer.and_then(|t| t.request) {
+                // A newer term is what a transfer asks for; stepping down in
+                // the same term (check-quorum) is not.
+                let result = if term > old_term {
+                    Ok(term)
+                } else {
+                    Err(RequestError::NotLeader { leader: None })
+                };
+                self.done(request, result);
+            }
+            self.reset_election_timer(now);
+        } else if !matches!(was, RoleState::Follower) {
+            self.reset_election_timer(now);
+        }
+        self.set_leader(leader);
+    }
+
+    /// A single node with no seeds starts a cluster: it is member 1, the
+    /// sole voter, and leader of term 1.
+    pub(super) fn found(&mut self, now: Millis) {
+        let me = NodeId(1);
+        self.id = Some(me);
+        self.joining = None;
+        self.events.push_back(super::Event::Joined { id: me });
+        self.set_term(1);
+        self.voted_for = Some(me);
+        self.persist_pending = true;
+        self.append_entry(Entry {
+            term: 1,
+            change: Change::AddMember(Member {
+                id: me,
+                addr: self.cfg.addr.to_string(),
+                voter: true,
+                incarnation: self.cfg.incarnation,
+            }),
+        });
+        self.become_leader(now);
+    }
+
+    pub(super) fn on_timeout_now(&mut self, now: Millis, sender: NodeId) {
+        if self.leader.is_some_and(|(id, _)| id == sender) && self.is_voter() {
+            self.start_election(now, true);
+        }
+    }
+
+    /// Hands leadership to the most up-to-date voter (§3.10 of the Raft
+    /// thesis): stop taking writes, bring it up to date, tell it to stand.
+    pub(super) fn start_transfer(&mut self, now: Millis, request: Option<RequestId>) {
+        let deadline = now + 2 * self.cfg.election_timeout_ms;
+        let RoleState::Leader(leader) = &self.role else {
+            if let Some(request) = request {
+                let error = self.not_leader();
+                self.done(request, Err(error));
+            }
+            return;
+        };
+        if leader.transfer.is_some() {
+            if let Some(request) = request {
+                self.done(request, Err(RequestError::ChangeInProgress));
+            }
+            return;
+        }
+        let target = leader
+            .progress
+            .iter()
+            .filter(|(id, _)| self.config.get(id).is_some_and(|m| m.voter))
+            .max_by_key(|(id, p)| (p.matched, p.last_heard, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id);
+        let Some(target) = target else {
+            if let Some(request) = request {
+                self.done(request, Err(RequestError::NoTransferTarget));
+            }
+            return;
+        };
+        if let RoleState::Leader(leader) = &mut self.role {
+            leader.transfer = Some(Transfer {
+                target,
+                deadline,
+                request,
+                sent: false,
+            });
+        }
+        self.advance_transfer(now);
+    }
+
+    /// Sends `TimeoutNow` once the transfer target has the whole log.
+    pub(super) fn advance_transfer(&mut self, now: Millis) {
+        let last = self.log.last().version;
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let Some(transfer) = &mut leader.transfer else {
+            return;
+        };
+        if now >= transfer.deadline {
+            let request = transfer.request;
+            leader.transfer = None;
+            if let Some(request) = request {
+                self.done(request, Err(RequestError::Timeout));
+            }
+            return;
+        }
+        let target = transfer.target;
+        let caught_up = leader
+            .progress
+            .get(&target)
+            .is_some_and(|p| p.matched >= last);
+        if caught_up && !transfer.sent {
+            transfer.sent = true;
+            if let Some(addr) = self.addr_of(target) {
+                self.send(addr, Message::TimeoutNow(TimeoutNow));
+            }
+        }
+    }
+
+    /// Check-quorum: a leader that has not heard a majority within a leader
+    /// timeout steps down, so a leader cut off in a minority stops serving.
+    pub(super) fn check_quorum(&mut self, now: Millis) {
+        let window = self.cfg.leader_timeout_ms;
+        let me = self.id;
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
+        if now < leader.check_quorum_at {
+            return;
+        }
+        leader.check_quorum_at = now + window;
+        let heard = self
+            .config
+            .values()
+            .filter(|m| m.voter)
+            .filter(|m| {
+                Some(m.id) == me
+                    || leader
+                        .progress
+                        .get(&m.id)
+                        .is_some_and(|p| p.last_heard + window >= now)
+            })
+            .count();
+        if heard < self.quorum() {
+            let term = self.term;
+            self.become_follower(now, term, None);
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! Joining, bootstrap, leaving, promotion of caught-up learners and removal
+//! of silent members. One membership change at a time (Raft §4.1 of the
+//! thesis): a change is proposed only when none is uncommitted.
+
+use std::net::SocketAddr;
+
+use super::replication::is_membership;
+use super::{Core, Event, Millis, RequestError, RequestId, RoleState};
+use crate::wire::{
+    Change, Heartbeat, Introduce, Leave, Member, Message, NodeId, Redirect, Welcome,
+};
+
+/// Most members a cluster takes; further joins wait.
+const MEMBERS_MAX: usize = 256;
+
+impl Core {
+    /// Every `introduce_interval_ms` while not a member: introduce
+    /// ourselves, or found the cluster if the bootstrap rule says so.
+    pub(super) fn joining_tick(&mut self, now: Millis) {
+        let interval = self.cfg.introduce_interval_ms;
+        let Some(joining) = &mut self.joining else {
+            return;
+        };
+        if now < joining.introduce_at || self.left {
+            return;
+        }
+        joining.introduce_at = now + interval;
+        if self.try_found(now) {
+            return;
+        }
+        let Some(joining) = &self.joining else {
+            return;
+        };
+        let mut targets: Vec<SocketAddr> = joining.known.iter().copied().collect();
+        targets.extend(joining.leader_hint);
+        let introduce = self.introduce_message();
+        for target in targets {
+            self.send_in_term(target, 0, introduce.clone());
+        }
+    }
+
+    fn introduce_message(&self) -> Message {
+        let seeds = self
+            .joining
+            .as_ref()
+            .map(|j| j.known.iter().map(|a| a.to_string()).collect())
+            .unwrap_or_default();
+        Message::Introduce(Introduce {
+            addr: self.cfg.addr.to_string(),
+            incarnation: self.cfg.incarnation,
+            seeds,
+        })
+    }
+
+    /// Bootstrap rule for nodes started together, each listing the others:
+    /// only the lowest address founds, and only once every other address it
+    /// knows of has said it belongs to no cluster. Two nodes can then never
+    /// both found within one set of seeds that know of each other.
+    fn try_found(&mut self, now: Millis) -> bool {
+        let Some(joining) = &self.joining else {
+            return false;
+        };
+        let me = self.cfg.addr;
+        let lowest = joining.known.iter().next().copied() == Some(me);
+        let all_unjoined = joining
+            .known
+            .iter()
+            .filter(|a| **a != me)
+            .all(|a| joining.unjoined.contains(a));
+        if lowest && all_unjoined {
+            self.found(now);
+            return true;
+        }
+        false
+    }
+
+    fn learn_seeds(&mut self, seeds: impl IntoIterator<Item = String>) {
+        let seeds_max = self.cfg.seeds_max;
+        let Some(joining) = &mut self.joining else {
+            return;
+        };
+        for seed in seeds {
+            if joining.known.len() >= seeds_max {
+                break;
+            }
+            if let Ok(addr) = seed.parse() {
+                joining.known.insert(addr);
+            }
+        }
+    }
+
+    pub(super) fn on_introduce(&mut self, now: Millis, from: SocketAddr, introduce: Introduce) {
+        let Ok(addr) = introduce.addr.parse::<SocketAddr>() else {
+            self.metrics.dropped_unexpected += 1;
+            return;
+        };
+        if self.joining.is_some() {
+            self.learn_seeds(introduce.seeds.into_iter().chain([introduce.addr]));
+            let seeds = self
+                .joining
+                .as_ref()
+                .map(|j| j.known.iter().map(|a| a.to_string()).collect())
+                .unwrap_or_default();
+            self.send_in_term(
+                from,
+                0,
+                Message::Redirect(Redirect {
+                    leader: None,
+                    joined: false,
+                    seeds,
+                }),
+            );
+            return;
+        }
+        if self.left || self.id.is_none() {
+            return;
+        }
+        if let RoleState::Leader(_) = self.role {
+            self.admit(now, addr, introduce.incarnation);
+        } else {
+            let leader = self.leader().map(|a| a.to_string());
+            self.send(
+                addr,
+                Message::Redirect(Redirect {
+                    leader,
+                    joined: true,
+                    seeds: Vec::new(),
+                }),
+            );
+        }
+    }
+
+    /// The leader's answer to an introduction: welcome a member it already
+    /// has, replace an older incarnation at the same address, or add the
+    /// node as a non-voter.
+    fn admit(&mut self, now: Millis, addr: SocketAddr, incarnation: u64) {
+        let addr_text = addr.to_string();
+        let existing = self
+            .config
+            .values()
+            .find(|m| m.addr == addr_text)
+            .map(|m| (m.id, m.incarnation));
+        match existing {
+            Some((id, known)) if known == incarnation => {
+                if self.state.members.contains_key(&id) {
+                    self.send(addr, Message::Welcome(Welcome { id, incarnation }));
+                }
+            }
+            Some((id, known)) if known < incarnation => {
+                // The process at this address restarted without its data:
+                // the old member is gone for good.
+                self.propose_membership(now, Change::RemoveMember(id));
+            }
+            Some(_) => {}
+            None => {
+                if self.config.len() >= MEMBERS_MAX {
+                    return;
+                }
+                let id = NodeId(self.next_member_id());
+                self.propose_membership(
+                    now,
+                    Change::AddMember(Member {
+                        id,
+                        addr: addr_text,
+                        voter: false,
+                        incarnation,
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Ids are never reused: past every committed and pending member.
+    fn next_member_id(&self) -> u32 {
+        let past_config = self.config.keys().map(|id| id.0 + 1).max().unwrap_or(1);
+        self.state.next_member_id.max(past_config).max(1)
+    }
+
+    pub(super) fn config_change_pending(&self) -> bool {
+        self.log
+            .after(self.commit)
+            .any(|(_, e)| is_membership(&e.change))
+    }
+
+    /// Proposes a membership change if none is in flight; returns whether
+    /// it was proposed.
+    fn propose_membership(&mut self, now: Millis, change: Change) -> bool {
+        if self.config_change_pending() || self.check_proposal(&change).is_err() {
+            return false;
+        }
+        let RoleState::Leader(leader) = &self.role else {
+            return false;
+        };
+        // Until this term has a committed entry the leader may not know the
+        // latest committed configuration.
+        if self.commit < leader.term_start {
+            return false;
+        }
+        self.propose(now, change);
+        self.maybe_commit(now);
+        true
+    }
+
+    pub(super) fn on_redirect(&mut self, _now: Millis, from: SocketAddr, redirect: Redirect) {
+        if self.joining.is_none() {
+            return;
+        }
+        self.learn_seeds(redirect.seeds);
+        let leader = redirect.leader.and_then(|l| l.parse::<SocketAddr>().ok());
+        let introduce = self.introduce_message();
+        let Some(joining) = &mut self.joining else {
+            return;
+        };
+        if redirect.joined {
+            joining.unjoined.remove(&from);
+        } else {
+            joining.unjoined.insert(from);
+        }
+        if let Some(leader) = leader {
+            if joining.leader_hint != Some(leader) {
+                joining.leader_hint = Some(leader);
+                self.send_in_term(leader, 0, introduce);
+            }
+        }
+    }
+
+    pub(super) fn on_welcome(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        sender: NodeId,
+        term: u64,
+        welcome: Welcome,
+    ) {
+        if self.id.is_some() || self.left || welcome.incarnation != self.cfg.incarnation {
+            return;
+        }
+        self.become_member(welcome.id);
+        if term > self.term {
+            self.set_term(term);
+        }
+        self.set_leader(Some((sender, from)));
+        self.leader_contact = Some(now);
+        self.reset_election_timer(now);
+    }
+
+    fn become_member(&mut self, id: NodeId) {
+        self.id = Some(id);
+        self.joining = None;
+        self.events.push_back(Event::Joined { id });
+    }
+
+    /// Finds this node in the committed members (by address and
+    /// incarnation), in case the welcome was lost.
+    pub(super) fn discover_own_id(&mut self, _now: Millis) {
+        if self.id.is_some() || self.left {
+            return;
+        }
+        let addr = self.cfg.addr.to_string();
+        let found = self
+            .state
+            .members
+            .values()
+            .find(|m| m.addr == addr && m.incarnation == self.cfg.incarnation)
+            .map(|m| m.id);
+        if let Some(id) = found {
+            self.become_member(id);
+        }
+    }
+
+    /// Called for each applied change, after the state has it. `removed`
+    /// is the member a `RemoveMember` took out.
+    pub(super) fn after_apply(
+        &mut self,
+        now: Millis,
+        version: u64,
+        change: &Change,
+        removed: Option<Member>,
+    ) {
+        let leading = matches!(self.role, RoleState::Leader(_));
+        match change {
+            Change::AddMember(member) => {
+                self.discover_own_id(now);
+                if leading {
+                    if let Ok(addr) = member.addr.parse() {
+                        self.send(
+                            addr,
+                            Message::Welcome(Welcome {
+                                id: member.id,
+                                incarnation: member.incarnation,
+                            }),
+                        );
+                    }
+                }
+            }
+            Change::RemoveMember(id) if Some(*id) == self.id => {
+                self.left = true;
+                self.events.push_back(Event::Left);
+                if let Some((request, _)) = self.leave.take() {
+                    self.done(request, Ok(version));
+                }
+                if leading {
+                    let term = self.term;
+                    self.become_follower(now, term, None);
+                }
+            }
+            Change::RemoveMember(_) if leading => {
+                // Tell the removed member its removal committed (a leaving
+                // node waits for that); nothing else will reach it.
+                if let Some(addr) = removed.and_then(|m| m.addr.parse().ok()) {
+                    self.send_commit_notice(addr);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn send_commit_notice(&mut self, addr: SocketAddr) {
+        let RoleState::Leader(leader) = &self.role else {
+            return;
+        };
+        let heartbeat = Heartbeat {
+            last: self.log.last(),
+            commit: self.commit,
+            seq: leader.seq,
+        };
+        self.send(addr, Message::Heartbeat(heartbeat));
+    }
+
+    /// Leader upkeep each heartbeat: promote a caught-up learner, or remove
+    /// a member silent for `member_silence_ms` (never below
+    /// `members_min` voters). At most one change at a time.
+    pub(super) fn maintain_membership(&mut self, now: Millis) {
+        let RoleState::Leader(leader) = &self.role else {
+            return;
+        };
+        if leader.transfer.is_some() || self.config_change_pending() {
+            return;
+        }
+        let recent = self.cfg.leader_timeout_ms;
+        let promote = self
+            .config
+            .values()
+            .filter(|m| !m.voter)
+            .find(|m| {
+                leader
+                    .progress
+                    .get(&m.id)
+                    .is_some_and(|p| p.matched >= self.commit && p.last_heard + recent >= now)
+            })
+            .map(|m| m.id);
+        if let Some(id) = promote {
+            self.propose_membership(now, Change::PromoteMember(id));
+            return;
+        }
+        let Some(silence) = self.cfg.member_silence_ms else {
+            return;
+        };
+        if now < leader.since + silence {
+            return;
+        }
+        let voters = self.voters().count();
+        let silent = self
+            .config
+            .values()
+            .filter(|m| Some(m.id) != self.id)
+            .filter(|m| !m.voter || voters > self.cfg.members_min)
+            .find(|m| {
+                leader
+                    .progress
+                    .get(&m.id)
+                    .is_some_and(|p| p.last_heard + silence <= now)
+            })
+            .map(|m| m.id);
+        if let Some(id) = silent {
+            self.propose_membership(now, Change::RemoveMember(id));
+        }
+    }
+
+    pub(super) fn on_leave(&mut self, now: Millis, from: SocketAddr, sender: NodeId) {
+        if !matches!(self.role, RoleState::Leader(_)) {
+            return;
+        }
+        if self.config.contains_key(&sender) {
+            self.propose_membership(now, Change::RemoveMember(sender));
+        } else if !self.state.members.contains_key(&sender) {
+            // Already removed: repeat the news of it.
+            self.send_commit_notice(from);
+        }
+    }
+
+    /// Leave the cluster: a leader hands over first; a follower asks the
+    /// leader to remove it and is done when the removal is applied.
+    pub(super) fn start_leave(&mut self, now: Millis, request: RequestId) {
+        if self.id.is_none() || self.left {
+            return self.done(request, Err(RequestError::NotMember));
+        }
+        if self.leave.is_some() {
+            return self.done(request, Err(RequestError::ChangeInProgress));
+        }
+        let deadline = now + 4 * (self.cfg.election_timeout_ms + self.cfg.leader_timeout_ms);
+        self.leave = Some((request, deadline));
+        if let RoleState::Leader(_) = self.role {
+            let others = self.voters().filter(|id| Some(*id) != self.id).count();
+            if others == 0 {
+                // The last voter: nobody to hand over to or to ask.
+                self.left = true;
+                self.leave = None;
+                self.events.push_back(Event::Left);
+                let term = self.term;
+                self.become_follower(now, term, None);
+                return self.done(request, Ok(self.commit));
+            }
+            self.start_transfer(now, None);
+        } else {
+            self.send_leave(now);
+        }
+    }
+
+    pub(super) fn send_leave(&mut self, now: Millis) {
+        self.leave_sent_at = now;
+        if let Some(leader) = self.leader() {
+            if leader != self.cfg.addr {
+                self.send(leader, Message::Leave(Leave));
+            }
+        }
+    }
+}

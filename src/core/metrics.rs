@@ -1,0 +1,45 @@
+//! Counters the core keeps; the driver adds its own (socket errors).
+
+use crate::wire::DecodeReason;
+
+/// What the core has seen and done. Plain counters, never reset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CoreMetrics {
+    /// Frames handed to the core.
+    pub frames_in: u64,
+    /// Bytes of those frames.
+    pub bytes_in: u64,
+    /// Frames taken from the core to send.
+    pub frames_out: u64,
+    /// Bytes of those frames.
+    pub bytes_out: u64,
+    /// Frames refused by the decoder, by [`DecodeReason::index`].
+    pub decode_errors: [u64; DecodeReason::ALL.len()],
+    /// Frames that could not be encoded within the limits.
+    pub encode_errors: u64,
+    /// Protocol frames dropped because this node is not a member.
+    pub dropped_not_member: u64,
+    /// Frames of an older term, dropped.
+    pub dropped_stale_term: u64,
+    /// Frames that make no sense in this node's role or state.
+    pub dropped_unexpected: u64,
+    /// Pre-vote rounds started.
+    pub pre_votes: u64,
+    /// Elections started (term increments by this node).
+    pub elections: u64,
+    /// Times this node became leader.
+    pub leaderships: u64,
+    /// Changes applied.
+    pub applied: u64,
+    /// Snapshots installed.
+    pub snapshots_installed: u64,
+    /// Times a follower was told to fetch a snapshot.
+    pub snapshots_hinted: u64,
+}
+
+impl CoreMetrics {
+    /// All decode errors together.
+    pub fn decode_errors_total(&self) -> u64 {
+        self.decode_errors.iter().sum()
+    }
+}

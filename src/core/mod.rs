@@ -1,0 +1,636 @@
+//! The protocol core: one node's Raft state machine, without I/O.
+//!
+//! The core never touches sockets, clocks or global randomness. The caller
+//! feeds it input and drains its output, in this order:
+//!
+//! 1. Input through the `handle_*` methods, each with the current time:
+//!    [`Core::handle_datagram`], [`Core::handle_stream_frame`],
+//!    [`Core::handle_timeout`] (when [`Core::poll_timeout`] has passed),
+//!    [`Core::handle_command`] and [`Core::handle_snapshot`].
+//! 2. Output through the `poll_*` methods until each returns `None`:
+//!    [`Core::poll_persist`] first (when `durable`, transmits are held until
+//!    the hard state it returns is on disk), then [`Core::poll_transmit`]
+//!    and [`Core::poll_event`], and finally [`Core::poll_timeout`] for the
+//!    next deadline.
+//!
+//! Randomness (the election timeouts) comes from a seed given to
+//! [`Core::new`], so a simulator can replay any run from one number.
+
+mod config;
+mod election;
+mod log;
+mod membership;
+mod metrics;
+mod reads;
+mod replication;
+mod rng;
+mod state;
+mod types;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+
+pub use config::{ConfigError, CoreConfig};
+pub use metrics::CoreMetrics;
+pub use types::*;
+
+use crate::wire::{
+    decode_frame, DecodeLimits, Entry, Frame, LogId, Member, Message, NodeId, Snapshot,
+};
+use log::Log;
+use rng::Rng;
+use state::State;
+
+/// Where the node is in an election, with what that role needs.
+#[derive(Debug)]
+enum RoleState {
+    Follower,
+    PreCandidate { grants: BTreeSet<NodeId> },
+    Candidate { votes: BTreeSet<NodeId> },
+    Leader(Box<LeaderState>),
+}
+
+/// A leader's view of one other member.
+#[derive(Debug, Clone)]
+struct Progress {
+    /// Next version to send.
+    next: u64,
+    /// Highest version known to be in its log.
+    matched: u64,
+    /// Last time it answered in this term.
+    last_heard: Millis,
+    /// Highest heartbeat round it answered.
+    acked_seq: u64,
+    /// When it was last told to fetch a snapshot.
+    snapshot_hint_at: Option<Millis>,
+}
+
+/// A linearizable read waiting for its quorum round.
+#[derive(Debug, Clone)]
+struct PendingRead {
+    /// Who asked: a local request, or a follower (address and its id).
+    origin: ReadOrigin,
+    /// The commit version when it arrived.
+    index: u64,
+    /// The heartbeat round that must be acknowledged by a quorum; `None`
+    /// until the leader has committed in its term.
+    seq: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ReadOrigin {
+    Local(RequestId),
+    Remote(SocketAddr, u64),
+}
+
+#[derive(Debug)]
+struct LeaderState {
+    progress: BTreeMap<NodeId, Progress>,
+    /// Heartbeat round.
+    seq: u64,
+    heartbeat_at: Millis,
+    check_quorum_at: Millis,
+    /// Version of the entry this leader appended first; reads wait until
+    /// it is committed.
+    term_start: u64,
+    since: Millis,
+    /// Writes waiting for commit, by the version of their entry.
+    writes: BTreeMap<u64, RequestId>,
+    reads: Vec<PendingRead>,
+    transfer: Option<Transfer>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Transfer {
+    target: NodeId,
+    deadline: Millis,
+    request: Option<RequestId>,
+    /// When the leader asked the target to stand.
+    sent: bool,
+}
+
+/// Joining state of a node that is not a member yet.
+#[derive(Debug, Default)]
+struct Joining {
+    /// Every address heard of (bounded by `seeds_max`).
+    known: BTreeSet<SocketAddr>,
+    /// Addresses that said they belong to no cluster.
+    unjoined: BTreeSet<SocketAddr>,
+    /// A leader address learned from a redirect.
+    leader_hint: Option<SocketAddr>,
+    introduce_at: Millis,
+}
+
+/// A read forwarded to the leader, waiting for its index and then for
+/// this node to apply up to it.
+#[derive(Debug, Clone, Copy)]
+struct ForwardedRead {
+    request: RequestId,
+    index: Option<u64>,
+    deadline: Millis,
+}
+
+/// One node's protocol state machine. See the module docs for the order
+/// of calls.
+#[derive(Debug)]
+pub struct Core {
+    cfg: CoreConfig,
+    rng: Rng,
+    id: Option<NodeId>,
+    /// Set once this node has left (or was removed): it never rejoins in
+    /// this incarnation.
+    left: bool,
+
+    term: u64,
+    voted_for: Option<NodeId>,
+    persist_pending: bool,
+
+    role: RoleState,
+    /// Set while a vote granted in this term has no known winner.
+    voter_until: Option<Millis>,
+    leader: Option<(NodeId, SocketAddr)>,
+    leader_contact: Option<Millis>,
+    election_at: Millis,
+    reported_role: Role,
+
+    log: Log,
+    commit: u64,
+    state: State,
+    /// Members with uncommitted membership changes applied: the
+    /// configuration quorums are counted in (Raft §6).
+    config: BTreeMap<NodeId, Member>,
+
+    joining: Option<Joining>,
+    forwarded_reads: BTreeMap<u64, ForwardedRead>,
+    next_forward_id: u64,
+    leave: Option<(RequestId, Millis)>,
+    leave_sent_at: Millis,
+    fetch_hint_at: Option<Millis>,
+
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    metrics: CoreMetrics,
+    scratch: BytesMut,
+}
+
+impl Core {
+    /// A core for `config`, drawing randomness from `seed`.
+    pub fn new(config: CoreConfig, seed: u64, now: Millis) -> Result<Core, ConfigError> {
+        config.validate()?;
+        let mut core = Core {
+            rng: Rng::new(seed),
+            id: None,
+            left: false,
+            term: 0,
+            voted_for: None,
+            persist_pending: false,
+            role: RoleState::Follower,
+            voter_until: None,
+            leader: None,
+            leader_contact: None,
+            election_at: now,
+            reported_role: Role::Follower,
+            log: Log::default(),
+            commit: 0,
+            state: State::default(),
+            config: BTreeMap::new(),
+            joining: None,
+            forwarded_reads: BTreeMap::new(),
+            next_forward_id: 1,
+            leave: None,
+            leave_sent_at: 0,
+            fetch_hint_at: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            metrics: CoreMetrics::default(),
+            scratch: BytesMut::new(),
+            cfg: config,
+        };
+        if core.cfg.seeds.iter().all(|s| *s == core.cfg.addr) {
+            core.found(now);
+        } else {
+            let mut joining = Joining {
+                introduce_at: now,
+                ..Joining::default()
+            };
+            joining.known.extend(core.cfg.seeds.iter().copied());
+            joining.known.insert(core.cfg.addr);
+            core.joining = Some(joining);
+        }
+        Ok(core)
+    }
+
+    // ----- input -----
+
+    /// A UDP datagram from `from`. Undecodable frames are counted by reason
+    /// and dropped; nothing else changes.
+    pub fn handle_datagram(&mut self, now: Millis, from: SocketAddr, bytes: &[u8]) {
+        self.handle_bytes(now, from, bytes, self.cfg.datagram_bytes_max);
+    }
+
+    /// One frame received over TCP (without its length prefix).
+    pub fn handle_stream_frame(&mut self, now: Millis, from: SocketAddr, bytes: &[u8]) {
+        self.handle_bytes(now, from, bytes, self.cfg.stream_frame_bytes_max);
+    }
+
+    fn handle_bytes(&mut self, now: Millis, from: SocketAddr, bytes: &[u8], limit: usize) {
+        self.metrics.frames_in += 1;
+        self.metrics.bytes_in += bytes.len() as u64;
+        let limits = DecodeLimits {
+            cluster_id: Some(self.cfg.cluster_id),
+            frame_bytes_max: limit,
+        };
+        match decode_frame(bytes, &limits) {
+            Ok(frame) => self.handle_frame(now, from, frame),
+            Err(error) => self.metrics.decode_errors[error.reason().index()] += 1,
+        }
+        self.after_input(now);
+    }
+
+    /// Time has reached (or passed) [`Core::poll_timeout`].
+    pub fn handle_timeout(&mut self, now: Millis) {
+        if let Some(until) = self.voter_until {
+            if now >= until {
+                self.voter_until = None;
+            }
+        }
+        if self.joining.is_some() {
+            self.joining_tick(now);
+        }
+        if let RoleState::Leader(_) = self.role {
+            self.leader_tick(now);
+        } else if self.id.is_some() && !self.left && now >= self.election_at {
+            self.election_timeout(now);
+        }
+        self.expire_requests(now);
+        self.after_input(now);
+    }
+
+    /// A client command; its outcome arrives as [`Event::Done`].
+    pub fn handle_command(&mut self, now: Millis, request: RequestId, command: Command) {
+        match command {
+            Command::Set { key, value } => {
+                self.propose_write(now, request, crate::wire::Change::Set { key, value })
+            }
+            Command::Remove { key } => {
+                self.propose_write(now, request, crate::wire::Change::Remove { key })
+            }
+            Command::Update { map } => {
+                let change = self.diff_to_tail(&map);
+                self.propose_write(now, request, change)
+            }
+            Command::ReadLinearizable => self.read_linearizable(now, request),
+            Command::Leave => self.start_leave(now, request),
+            Command::TransferLeadership => self.start_transfer(now, Some(request)),
+        }
+        self.after_input(now);
+    }
+
+    /// A snapshot fetched after [`Event::FetchSnapshot`]. Older than the
+    /// committed state: ignored.
+    pub fn handle_snapshot(&mut self, now: Millis, snapshot: Snapshot) {
+        self.install_snapshot(now, snapshot);
+        self.after_input(now);
+    }
+
+    // ----- output -----
+
+    /// Hard state (term, vote) changed since the last call: with a data
+    /// directory, write it durably before sending anything.
+    pub fn poll_persist(&mut self) -> Option<HardState> {
+        if !self.persist_pending {
+            return None;
+        }
+        self.persist_pending = false;
+        Some(self.hard_state())
+    }
+
+    /// The next frame to send. With `durable` set, nothing is returned
+    /// while [`Core::poll_persist`] has a hard state to hand out.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.cfg.durable && self.persist_pending {
+            return None;
+        }
+        let transmit = self.transmits.pop_front()?;
+        self.metrics.frames_out += 1;
+        self.metrics.bytes_out += transmit.bytes.len() as u64;
+        Some(transmit)
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Core::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let mut next: Option<Millis> = None;
+        let mut at = |t: Millis| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(joining) = &self.joining {
+            at(joining.introduce_at);
+        }
+        if let Some(until) = self.voter_until {
+            at(until);
+        }
+        match &self.role {
+            RoleState::Leader(leader) => {
+                at(leader.heartbeat_at);
+                at(leader.check_quorum_at);
+                if let Some(transfer) = leader.transfer {
+                    at(transfer.deadline);
+                }
+            }
+            _ if self.id.is_some() && !self.left => at(self.election_at),
+            _ => {}
+        }
+        for read in self.forwarded_reads.values() {
+            at(read.deadline);
+        }
+        if let Some((_, deadline)) = self.leave {
+            at(deadline);
+            at(self.leave_sent_at + self.cfg.heartbeat_ms * 2);
+        }
+        next
+    }
+
+    // ----- queries -----
+
+    /// The role, in the original design's terms.
+    pub fn role(&self) -> Role {
+        match self.role {
+            RoleState::Leader(_) => Role::Leader,
+            RoleState::Candidate { .. } => Role::Candidate,
+            RoleState::Follower | RoleState::PreCandidate { .. } => {
+                if self.voter_until.is_some() {
+                    Role::Voter
+                } else {
+                    Role::Follower
+                }
+            }
+        }
+    }
+
+    /// The current term (election number).
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// This node's member id, once it has joined.
+    pub fn id(&self) -> Option<NodeId> {
+        self.id
+    }
+
+    /// Where this node listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.cfg.addr
+    }
+
+    /// The current leader's address, if known.
+    pub fn leader(&self) -> Option<SocketAddr> {
+        match self.role {
+            RoleState::Leader(_) => Some(self.cfg.addr),
+            _ => self.leader.map(|(_, addr)| addr),
+        }
+    }
+
+    /// The committed (and applied) version.
+    pub fn commit(&self) -> u64 {
+        self.commit
+    }
+
+    /// The last change in the log.
+    pub fn last_log_id(&self) -> LogId {
+        self.log.last()
+    }
+
+    /// The change at `version`, while the log still holds it.
+    pub fn entry(&self, version: u64) -> Option<&Entry> {
+        self.log.entry(version)
+    }
+
+    /// Changes at or before this are compacted into the state.
+    pub fn log_base(&self) -> LogId {
+        self.log.base()
+    }
+
+    /// The committed members.
+    pub fn members(&self) -> Vec<Member> {
+        self.state.members.values().cloned().collect()
+    }
+
+    /// The committed map.
+    pub fn map(&self) -> &BTreeMap<String, String> {
+        &self.state.map
+    }
+
+    /// Order-independent hash of the committed map.
+    pub fn digest(&self) -> u64 {
+        self.state.digest
+    }
+
+    /// Whether this node has an id and is in its own committed members.
+    pub fn is_member(&self) -> bool {
+        self.id
+            .is_some_and(|id| self.state.members.contains_key(&id))
+    }
+
+    /// How stale a local read is.
+    pub fn staleness(&self, now: Millis) -> Staleness {
+        let since_heartbeat_ms = match self.role {
+            RoleState::Leader(_) => Some(0),
+            _ => self.leader_contact.map(|t| now.saturating_sub(t)),
+        };
+        Staleness {
+            term: self.term,
+            version: self.commit,
+            since_heartbeat_ms,
+        }
+    }
+
+    /// The committed state as a snapshot, for a node that fetches one.
+    pub fn snapshot(&self) -> Snapshot {
+        let last = LogId {
+            term: self.log.term_at(self.commit).unwrap_or(0),
+            version: self.commit,
+        };
+        self.state.to_snapshot(last)
+    }
+
+    /// Term and vote.
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+        }
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> &CoreMetrics {
+        &self.metrics
+    }
+
+    // ----- shared helpers -----
+
+    fn handle_frame(&mut self, now: Millis, from: SocketAddr, frame: Frame) {
+        let Frame {
+            sender,
+            term,
+            message,
+            ..
+        } = frame;
+        match message {
+            Message::Introduce(m) => return self.on_introduce(now, from, m),
+            Message::Redirect(m) => return self.on_redirect(now, from, m),
+            Message::Welcome(m) => return self.on_welcome(now, from, sender, term, m),
+            _ => {}
+        }
+        if self.id.is_none() || self.left {
+            self.metrics.dropped_not_member += 1;
+            return;
+        }
+        match message {
+            Message::PreVoteRequest(m) => self.on_pre_vote_request(now, from, term, m),
+            Message::PreVoteResponse(m) => self.on_pre_vote_response(now, sender, term, m),
+            Message::VoteRequest(m) => self.on_vote_request(now, from, sender, term, m),
+            message => {
+                if term < self.term {
+                    self.metrics.dropped_stale_term += 1;
+                    // A deposed leader learns of the newer term from the ack.
+                    match message {
+                        Message::Heartbeat(hb) => self.send(
+                            from,
+                            Message::HeartbeatAck(crate::wire::HeartbeatAck {
+                                seq: hb.seq,
+                                matched: false,
+                                version: self.log.last().version,
+                            }),
+                        ),
+                        Message::Append(a) => self.send(
+                            from,
+                            Message::AppendAck(crate::wire::AppendAck {
+                                seq: a.seq,
+                                success: false,
+                                version: self.log.last().version,
+                            }),
+                        ),
+                        _ => {}
+                    }
+                    return;
+                }
+                if term > self.term {
+                    self.become_follower(now, term, None);
+                }
+                match message {
+                    Message::VoteResponse(m) => self.on_vote_response(now, sender, m),
+                    Message::Heartbeat(m) => self.on_heartbeat(now, from, sender, m),
+                    Message::HeartbeatAck(m) => {
+                        self.on_ack(now, sender, m.seq, m.matched, m.version)
+                    }
+                    Message::Append(m) => self.on_append(now, from, sender, m),
+                    Message::AppendAck(m) => self.on_ack(now, sender, m.seq, m.success, m.version),
+                    Message::FetchSnapshot(m) => self.on_fetch_snapshot(now, from, sender, m),
+                    Message::TimeoutNow(_) => self.on_timeout_now(now, sender),
+                    Message::Leave(_) => self.on_leave(now, from, sender),
+                    Message::ReadIndexRequest(m) => self.on_read_index_request(now, from, m),
+                    Message::ReadIndexResponse(m) => self.on_read_index_response(now, m),
+                    Message::SnapshotRequest(_) | Message::Snapshot(_) => {
+                        // Served and installed by the caller over TCP.
+                        self.metrics.dropped_unexpected += 1;
+                    }
+                    _ => self.metrics.dropped_unexpected += 1,
+                }
+            }
+        }
+    }
+
+    /// Work that follows any input: report a role change.
+    fn after_input(&mut self, _now: Millis) {
+        let role = self.role();
+        if role != self.reported_role {
+            self.reported_role = role;
+            self.events.push_back(Event::RoleChanged {
+                role,
+                term: self.term,
+            });
+        }
+    }
+
+    /// Encodes and queues `message` for `to` in the current term.
+    fn send(&mut self, to: SocketAddr, message: Message) {
+        self.send_in_term(to, self.term, message);
+    }
+
+    fn send_in_term(&mut self, to: SocketAddr, term: u64, message: Message) {
+        if to == self.cfg.addr {
+            return;
+        }
+        let frame = Frame::new(
+            self.cfg.cluster_id,
+            self.id.unwrap_or(NodeId::UNASSIGNED),
+            term,
+            message,
+        );
+        self.scratch.clear();
+        let stream = match frame.encode(&mut self.scratch, self.cfg.datagram_bytes_max) {
+            Ok(_) => false,
+            Err(_) => {
+                self.scratch.clear();
+                if frame
+                    .encode(&mut self.scratch, self.cfg.stream_frame_bytes_max)
+                    .is_err()
+                {
+                    self.metrics.encode_errors += 1;
+                    return;
+                }
+                true
+            }
+        };
+        let bytes = self.scratch.split().freeze();
+        self.transmits.push_back(Transmit { to, bytes, stream });
+    }
+
+    /// The address of member `id` in the current configuration.
+    fn addr_of(&self, id: NodeId) -> Option<SocketAddr> {
+        let member = self
+            .config
+            .get(&id)
+            .or_else(|| self.state.members.get(&id))?;
+        member.addr.parse().ok()
+    }
+
+    fn set_term(&mut self, term: u64) {
+        if term != self.term {
+            self.term = term;
+            self.voted_for = None;
+            self.voter_until = None;
+            self.persist_pending = true;
+        }
+    }
+
+    fn set_leader(&mut self, leader: Option<(NodeId, SocketAddr)>) {
+        if self.leader != leader {
+            let before = self.leader.map(|l| l.1);
+            self.leader = leader;
+            if before != leader.map(|l| l.1) {
+                self.events.push_back(Event::LeaderChanged {
+                    leader: leader.map(|l| l.1),
+                });
+            }
+        }
+    }
+
+    fn done(&mut self, request: RequestId, result: Result<u64, RequestError>) {
+        self.events.push_back(Event::Done { request, result });
+    }
+
+    fn not_leader(&self) -> RequestError {
+        RequestError::NotLeader {
+            leader: self.leader(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,599 @@
+//! Log replication and commitment (Raft §5.3, §5.4.2), snapshots for
+//! followers too far behind, and client writes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use postcard::ser_flavors::Size;
+
+use super::{Core, Event, Millis, Progress, RequestError, RequestId, RoleState};
+use crate::wire::{
+    Append, AppendAck, Change, Entry, FetchSnapshot, Heartbeat, HeartbeatAck, LogId, Message,
+    NodeId, Snapshot,
+};
+
+/// Bytes of an append frame other than its entries, at most: header,
+/// checksum, tag, and the `prev`, `commit`, `seq` and count fields.
+const APPEND_OVERHEAD_BYTES_MAX: usize = 128;
+
+fn entry_bytes(entry: &Entry) -> usize {
+    postcard::serialize_with_flavor(entry, Size::default()).unwrap_or(usize::MAX)
+}
+
+impl Core {
+    /// Heartbeat interval: a new round to every member, then upkeep.
+    pub(super) fn leader_tick(&mut self, now: Millis) {
+        let due = match &self.role {
+            RoleState::Leader(leader) => now >= leader.heartbeat_at,
+            _ => false,
+        };
+        if due {
+            self.broadcast(now);
+            self.maintain_membership(now);
+        }
+        self.advance_transfer(now);
+        self.check_quorum(now);
+    }
+
+    /// Starts a heartbeat round: every member gets what it is missing, or a
+    /// heartbeat.
+    pub(super) fn broadcast(&mut self, now: Millis) {
+        let peers: Vec<NodeId> = match &mut self.role {
+            RoleState::Leader(leader) => {
+                leader.seq += 1;
+                leader.heartbeat_at = now + self.cfg.heartbeat_ms;
+                leader.progress.keys().copied().collect()
+            }
+            _ => return,
+        };
+        for peer in peers {
+            self.send_to_peer(now, peer, true);
+        }
+    }
+
+    /// Sends `peer` the changes it lacks, a snapshot hint if the log no
+    /// longer has them, or (if `heartbeat`) a heartbeat when it lacks
+    /// nothing.
+    pub(super) fn send_to_peer(&mut self, now: Millis, peer: NodeId, heartbeat: bool) {
+        let Some(addr) = self.addr_of(peer) else {
+            return;
+        };
+        let base = self.log.base();
+        let last = self.log.last();
+        let commit = self.commit;
+        let hint_every = self.cfg.election_timeout_ms;
+        let budget = self
+            .cfg
+            .datagram_bytes_max
+            .saturating_sub(APPEND_OVERHEAD_BYTES_MAX);
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let seq = leader.seq;
+        let Some(progress) = leader.progress.get_mut(&peer) else {
+            return;
+        };
+        if progress.next <= base.version {
+            let hint_due = progress
+                .snapshot_hint_at
+                .is_none_or(|at| now >= at + hint_every);
+            if hint_due {
+                progress.snapshot_hint_at = Some(now);
+                self.metrics.snapshots_hinted += 1;
+                self.send(addr, Message::FetchSnapshot(FetchSnapshot { base }));
+            } else if heartbeat {
+                self.send(addr, Message::Heartbeat(Heartbeat { last, commit, seq }));
+            }
+            return;
+        }
+        if progress.next <= last.version {
+            let from = progress.next;
+            let mut bytes = 0;
+            let mut entries = Vec::new();
+            for entry in self.log.entries_from(from, usize::MAX) {
+                let size = entry_bytes(entry);
+                if !entries.is_empty() && bytes + size > budget {
+                    break;
+                }
+                bytes += size;
+                entries.push(entry.clone());
+            }
+            progress.next = from + entries.len() as u64;
+            let prev = LogId {
+                term: self.log.term_at(from - 1).unwrap_or(0),
+                version: from - 1,
+            };
+            self.send(
+                addr,
+                Message::Append(Append {
+                    prev,
+                    commit,
+                    seq,
+                    entries,
+                }),
+            );
+        } else if heartbeat {
+            self.send(addr, Message::Heartbeat(Heartbeat { last, commit, seq }));
+        }
+    }
+
+    /// An answer to a heartbeat or an append, in the current term.
+    pub(super) fn on_ack(&mut self, now: Millis, sender: NodeId, seq: u64, ok: bool, version: u64) {
+        let last = self.log.last().version;
+        let RoleState::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let Some(progress) = leader.progress.get_mut(&sender) else {
+            return;
+        };
+        progress.last_heard = now;
+        progress.acked_seq = progress.acked_seq.max(seq);
+        let version = version.min(last);
+        if ok {
+            progress.matched = progress.matched.max(version);
+            progress.next = progress.next.max(version + 1);
+        } else {
+            progress.next = (version + 1).max(progress.matched + 1);
+        }
+        let behind = progress.next <= last;
+        self.maybe_commit(now);
+        self.advance_reads(now);
+        self.advance_transfer(now);
+        if behind {
+            self.send_to_peer(now, sender, false);
+        }
+    }
+
+    /// Commits the highest version a majority holds, if it is of this term
+    /// (§5.4.2: earlier terms commit only through it).
+    pub(super) fn maybe_commit(&mut self, now: Millis) {
+        let RoleState::Leader(leader) = &self.role else {
+            return;
+        };
+        let me = self.id;
+        let last = self.log.last().version;
+        let mut matched: Vec<u64> = self
+            .config
+            .values()
+            .filter(|m| m.voter)
+            .map(|m| {
+                if Some(m.id) == me {
+                    last
+                } else {
+                    leader.progress.get(&m.id).map_or(0, |p| p.matched)
+                }
+            })
+            .collect();
+        if matched.is_empty() {
+            return;
+        }
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matched[self.quorum() - 1];
+        if candidate > self.commit && self.log.term_at(candidate) == Some(self.term) {
+            self.apply_to(now, candidate);
+        }
+    }
+
+    /// Applies committed changes up to `version`, then completes what
+    /// waited for them.
+    pub(super) fn apply_to(&mut self, now: Millis, version: u64) {
+        let mut membership_changed = false;
+        while self.commit < version {
+            let next = self.commit + 1;
+            let Some(entry) = self.log.entry(next).cloned() else {
+                break;
+            };
+            let removed = match &entry.change {
+                Change::RemoveMember(id) => self.state.members.get(id).cloned(),
+                _ => None,
+            };
+            self.state.apply(&entry.change);
+            self.commit = next;
+            self.metrics.applied += 1;
+            membership_changed |= !matches!(
+                entry.change,
+                Change::Noop | Change::Set { .. } | Change::Remove { .. } | Change::Replace { .. }
+            );
+            self.after_apply(now, next, &entry.change, removed);
+            self.events.push_back(Event::Applied {
+                version: next,
+                term: entry.term,
+                change: entry.change,
+            });
+        }
+        let keep = self.cfg.log_tail_entries_max as u64;
+        if self.commit > self.log.base().version + keep {
+            self.log.compact_to(self.commit - keep);
+        }
+        if membership_changed {
+            self.recompute_config();
+        }
+        let commit = self.commit;
+        if let RoleState::Leader(leader) = &mut self.role {
+            let later = leader.writes.split_off(&(commit + 1));
+            let done = std::mem::replace(&mut leader.writes, later);
+            for (version, request) in done {
+                self.done(request, Ok(version));
+            }
+        }
+        self.advance_reads(now);
+        self.complete_forwarded_reads();
+    }
+
+    /// Follows `leader` at `addr` in the current term.
+    fn follow(&mut self, now: Millis, leader: NodeId, addr: SocketAddr) -> bool {
+        if let RoleState::Leader(_) = self.role {
+            // Two leaders in one term would break election safety; a frame
+            // claiming it is dropped.
+            self.metrics.dropped_unexpected += 1;
+            return false;
+        }
+        if !matches!(self.role, RoleState::Follower) {
+            self.role = RoleState::Follower;
+        }
+        self.voter_until = None;
+        self.set_leader(Some((leader, addr)));
+        self.leader_contact = Some(now);
+        self.reset_election_timer(now);
+        true
+    }
+
+    /// Where a leader should resume after `prev` did not match: before the
+    /// run of the conflicting term, never below the commit (committed
+    /// changes always match).
+    fn resume_hint(&self, prev: LogId) -> u64 {
+        let last = self.log.last().version;
+        if prev.version > last {
+            return last;
+        }
+        let Some(conflict) = self.log.term_at(prev.version) else {
+            return self.commit;
+        };
+        let mut version = prev.version;
+        while version > self.commit + 1 && self.log.term_at(version - 1) == Some(conflict) {
+            version -= 1;
+        }
+        (version - 1).max(self.commit)
+    }
+
+    pub(super) fn on_heartbeat(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        sender: NodeId,
+        heartbeat: Heartbeat,
+    ) {
+        if !self.follow(now, sender, from) {
+            return;
+        }
+        let matched = heartbeat.last.version >= self.commit
+            && self.log.term_at(heartbeat.last.version) == Some(heartbeat.last.term);
+        let version = if matched {
+            let commit = heartbeat.commit.min(heartbeat.last.version);
+            if commit > self.commit {
+                self.apply_to(now, commit);
+            }
+            heartbeat.last.version
+        } else {
+            self.resume_hint(heartbeat.last)
+        };
+        self.send(
+            from,
+            Message::HeartbeatAck(HeartbeatAck {
+                seq: heartbeat.seq,
+                matched,
+                version,
+            }),
+        );
+    }
+
+    pub(super) fn on_append(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        sender: NodeId,
+        append: Append,
+    ) {
+        if !self.follow(now, sender, from) {
+            return;
+        }
+        let Append {
+            mut prev,
+            commit,
+            seq,
+            entries,
+        } = append;
+        let mut entries = &entries[..];
+        let reply_version = prev.version + entries.len() as u64;
+        if prev.version < self.commit {
+            // Committed changes match the leader's: skip them.
+            let skip = (self.commit - prev.version).min(entries.len() as u64) as usize;
+            entries = &entries[skip..];
+            prev = LogId {
+                term: self.log.term_at(prev.version + skip as u64).unwrap_or(0),
+                version: prev.version + skip as u64,
+            };
+            if entries.is_empty() {
+                self.send_append_ack(from, seq, true, reply_version);
+                return;
+            }
+        }
+        if self.log.term_at(prev.version) != Some(prev.term) {
+            let hint = self.resume_hint(prev);
+            self.send_append_ack(from, seq, false, hint);
+            return;
+        }
+        let mut membership_touched = false;
+        for (i, entry) in entries.iter().enumerate() {
+            let version = prev.version + 1 + i as u64;
+            match self.log.term_at(version) {
+                Some(term) if term == entry.term => continue,
+                Some(_) => {
+                    // Log matching (§5.3): an uncommitted conflicting suffix
+                    // is replaced by the leader's.
+                    self.log.truncate_from(version);
+                    membership_touched = true;
+                }
+                None => {}
+            }
+            membership_touched |= is_membership(&entry.change);
+            self.log.push(entry.clone());
+        }
+        if membership_touched {
+            self.recompute_config();
+        }
+        let commit = commit.min(reply_version);
+        if commit > self.commit {
+            self.apply_to(now, commit);
+        }
+        self.send_append_ack(from, seq, true, reply_version);
+    }
+
+    fn send_append_ack(&mut self, to: SocketAddr, seq: u64, success: bool, version: u64) {
+        self.send(
+            to,
+            Message::AppendAck(AppendAck {
+                seq,
+                success,
+                version,
+            }),
+        );
+    }
+
+    pub(super) fn on_fetch_snapshot(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        sender: NodeId,
+        hint: FetchSnapshot,
+    ) {
+        if !self.follow(now, sender, from) {
+            return;
+        }
+        let retry_ms = self.cfg.election_timeout_ms;
+        if hint.base.version > self.commit
+            && self.fetch_hint_at.is_none_or(|at| now >= at + retry_ms)
+        {
+            self.fetch_hint_at = Some(now);
+            self.events.push_back(Event::FetchSnapshot { from });
+        }
+        // Keeps the leader's check-quorum count honest while we catch up.
+        let version = self.log.last().version;
+        self.send(
+            from,
+            Message::HeartbeatAck(HeartbeatAck {
+                seq: 0,
+                matched: false,
+                version,
+            }),
+        );
+    }
+
+    pub(super) fn install_snapshot(&mut self, now: Millis, snapshot: Snapshot) {
+        if snapshot.last.version <= self.commit || matches!(self.role, RoleState::Leader(_)) {
+            return;
+        }
+        let last = snapshot.last;
+        if self.log.term_at(last.version) == Some(last.term) {
+            self.log.compact_to(last.version);
+        } else {
+            self.log.reset(last);
+        }
+        self.state = super::state::State::from_snapshot(snapshot);
+        self.commit = last.version;
+        self.fetch_hint_at = None;
+        self.metrics.snapshots_installed += 1;
+        self.recompute_config();
+        self.discover_own_id(now);
+        self.events.push_back(Event::SnapshotInstalled { last });
+        self.complete_forwarded_reads();
+    }
+
+    /// Appends an entry made by this leader.
+    pub(super) fn append_entry(&mut self, entry: Entry) {
+        let membership = is_membership(&entry.change);
+        self.log.push(entry);
+        if membership {
+            self.recompute_config();
+        }
+    }
+
+    /// The configuration quorums are counted in: the committed members with
+    /// the uncommitted membership changes of the log applied (Raft §6: a
+    /// server uses the latest configuration in its log).
+    pub(super) fn recompute_config(&mut self) {
+        let mut config = self.state.members.clone();
+        for (_, entry) in self.log.after(self.commit) {
+            match &entry.change {
+                Change::AddMember(member) => {
+                    config.insert(member.id, member.clone());
+                }
+                Change::PromoteMember(id) => {
+                    if let Some(member) = config.get_mut(id) {
+                        member.voter = true;
+                    }
+                }
+                Change::RemoveMember(id) => {
+                    config.remove(id);
+                }
+                _ => {}
+            }
+        }
+        self.config = config;
+        let me = self.id;
+        let next = self.log.last().version + 1;
+        let now_heard = match &self.role {
+            RoleState::Leader(leader) => leader.since.max(
+                leader
+                    .progress
+                    .values()
+                    .map(|p| p.last_heard)
+                    .max()
+                    .unwrap_or(0),
+            ),
+            _ => return,
+        };
+        let wanted: Vec<NodeId> = self
+            .config
+            .keys()
+            .chain(self.state.members.keys())
+            .copied()
+            .filter(|id| Some(*id) != me)
+            .collect();
+        if let RoleState::Leader(leader) = &mut self.role {
+            leader.progress.retain(|id, _| wanted.contains(id));
+            for id in wanted {
+                leader.progress.entry(id).or_insert(Progress {
+                    next,
+                    matched: 0,
+                    last_heard: now_heard,
+                    acked_seq: 0,
+                    snapshot_hint_at: None,
+                });
+            }
+        }
+    }
+
+    /// A client write: append, replicate, and answer once committed.
+    pub(super) fn propose_write(&mut self, now: Millis, request: RequestId, change: Change) {
+        if let Err(error) = self.check_proposal(&change) {
+            return self.done(request, Err(error));
+        }
+        if let RoleState::Leader(leader) = &mut self.role {
+            if leader.writes.len() >= self.cfg.pending_requests_max {
+                return self.done(
+                    request,
+                    Err(RequestError::Busy {
+                        limit: "pending_requests_max",
+                    }),
+                );
+            }
+        }
+        let version = self.propose(now, change);
+        if let RoleState::Leader(leader) = &mut self.role {
+            leader.writes.insert(version, request);
+        }
+        self.maybe_commit(now);
+    }
+
+    /// Whether this node can take `change` now: leader, not handing over,
+    /// within the limits.
+    pub(super) fn check_proposal(&self, change: &Change) -> Result<(), RequestError> {
+        let RoleState::Leader(leader) = &self.role else {
+            return Err(self.not_leader());
+        };
+        if leader.transfer.is_some() {
+            return Err(RequestError::NotLeader { leader: None });
+        }
+        if self.log.last().version - self.commit >= self.cfg.uncommitted_entries_max as u64 {
+            return Err(RequestError::Busy {
+                limit: "uncommitted_entries_max",
+            });
+        }
+        let bytes = entry_bytes(&Entry {
+            term: self.term,
+            change: change.clone(),
+        });
+        let limit = self
+            .cfg
+            .stream_frame_bytes_max
+            .saturating_sub(APPEND_OVERHEAD_BYTES_MAX);
+        if bytes > limit {
+            return Err(RequestError::TooLarge { bytes, limit });
+        }
+        Ok(())
+    }
+
+    /// Appends `change` in this leader's term and sends it; returns its
+    /// version.
+    pub(super) fn propose(&mut self, now: Millis, change: Change) -> u64 {
+        self.append_entry(Entry {
+            term: self.term,
+            change,
+        });
+        let peers: Vec<NodeId> = match &self.role {
+            RoleState::Leader(leader) => leader.progress.keys().copied().collect(),
+            _ => Vec::new(),
+        };
+        for peer in peers {
+            self.send_to_peer(now, peer, false);
+        }
+        self.log.last().version
+    }
+
+    /// The difference between the map as the log will leave it (committed
+    /// state plus uncommitted changes) and `target`.
+    pub(super) fn diff_to_tail(&self, target: &BTreeMap<String, String>) -> Change {
+        let mut overlay: BTreeMap<&str, Option<&str>> = BTreeMap::new();
+        for (_, entry) in self.log.after(self.commit) {
+            match &entry.change {
+                Change::Set { key, value } => {
+                    overlay.insert(key, Some(value));
+                }
+                Change::Remove { key } => {
+                    overlay.insert(key, None);
+                }
+                Change::Replace { set, remove } => {
+                    for key in remove {
+                        overlay.insert(key, None);
+                    }
+                    for (key, value) in set {
+                        overlay.insert(key, Some(value));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let tail = |key: &str| -> Option<&str> {
+            match overlay.get(key) {
+                Some(value) => *value,
+                None => self.state.map.get(key).map(String::as_str),
+            }
+        };
+        let set = target
+            .iter()
+            .filter(|(k, v)| tail(k) != Some(v.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let present = self
+            .state
+            .map
+            .keys()
+            .map(String::as_str)
+            .chain(overlay.keys().copied());
+        let mut remove: Vec<String> = present
+            .filter(|k| tail(k).is_some() && !target.contains_key(*k))
+            .map(str::to_owned)
+            .collect();
+        remove.sort_unstable();
+        remove.dedup();
+        Change::Replace { set, remove }
+    }
+}
+
+pub(super) fn is_membership(change: &Change) -> bool {
+    matches!(
+        change,
+        Change::AddMember(_) | Change::PromoteMember(_) | Change::RemoveMember(_)
+    )
+}

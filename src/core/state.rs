@@ -1,0 +1,136 @@
+//! The replicated state machine: the map, the members and the next member
+//! id, at the committed version.
+
+use std::collections::BTreeMap;
+
+use crate::wire::{Change, LogId, Member, NodeId, Snapshot};
+
+/// The committed state.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    /// The data map.
+    pub map: BTreeMap<String, String>,
+    /// The members, by id.
+    pub members: BTreeMap<NodeId, Member>,
+    /// The next id to give a joining member; ids are never reused.
+    pub next_member_id: u32,
+    /// Order-independent hash of the map, kept up to date on every change
+    /// so nodes can be compared cheaply.
+    pub digest: u64,
+}
+
+/// Hash of one key/value pair (FNV-1a, then a final mix), combined with
+/// XOR into [`State::digest`].
+fn pair_hash(key: &str, value: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes().chain([0xff]).chain(value.bytes()) {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
+}
+
+impl State {
+    /// Applies one committed change.
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Noop => {}
+            Change::Set { key, value } => self.set(key, value),
+            Change::Remove { key } => self.remove(key),
+            Change::Replace { set, remove } => {
+                for key in remove {
+                    self.remove(key);
+                }
+                for (key, value) in set {
+                    self.set(key, value);
+                }
+            }
+            Change::AddMember(member) => {
+                self.next_member_id = self.next_member_id.max(member.id.0.saturating_add(1));
+                self.members.insert(member.id, member.clone());
+            }
+            Change::PromoteMember(id) => {
+                if let Some(member) = self.members.get_mut(id) {
+                    member.voter = true;
+                }
+            }
+            Change::RemoveMember(id) => {
+                self.members.remove(id);
+            }
+        }
+    }
+
+    fn set(&mut self, key: &str, value: &str) {
+        if let Some(old) = self.map.insert(key.to_owned(), value.to_owned()) {
+            self.digest ^= pair_hash(key, &old);
+        }
+        self.digest ^= pair_hash(key, value);
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.map.remove(key) {
+            self.digest ^= pair_hash(key, &old);
+        }
+    }
+
+    /// The state as a snapshot taken at `last`.
+    pub fn to_snapshot(&self, last: LogId) -> Snapshot {
+        Snapshot {
+            last,
+            members: self.members.values().cloned().collect(),
+            next_member_id: self.next_member_id,
+            map: self
+                .map
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    /// The state a snapshot holds.
+    pub fn from_snapshot(snapshot: Snapshot) -> State {
+        let mut state = State {
+            members: snapshot.members.into_iter().map(|m| (m.id, m)).collect(),
+            next_member_id: snapshot.next_member_id,
+            ..State::default()
+        };
+        for (key, value) in snapshot.map {
+            state.set(&key, &value);
+        }
+        state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_depends_on_content_not_history() {
+        let mut a = State::default();
+        a.apply(&Change::Set {
+            key: "x".into(),
+            value: "1".into(),
+        });
+        a.apply(&Change::Set {
+            key: "y".into(),
+            value: "2".into(),
+        });
+        a.apply(&Change::Set {
+            key: "x".into(),
+            value: "3".into(),
+        });
+        let mut b = State::default();
+        b.apply(&Change::Replace {
+            set: vec![("y".into(), "2".into()), ("x".into(), "3".into())],
+            remove: vec![],
+        });
+        assert_eq!(a.digest, b.digest);
+        a.apply(&Change::Remove { key: "y".into() });
+        assert_ne!(a.digest, b.digest);
+        let c = State::from_snapshot(b.to_snapshot(LogId::default()));
+        assert_eq!(c.digest, b.digest);
+    }
+}

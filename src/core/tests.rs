@@ -1,0 +1,360 @@
+//! Scenario tests of the core on a perfect in-memory network (no loss, in
+//! order). Faults, randomised schedules and invariants live in the
+//! simulator under `tests/`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+
+use super::*;
+
+struct Net {
+    nodes: Vec<Option<Core>>,
+    now: Millis,
+    queue: VecDeque<(usize, SocketAddr, Transmit)>,
+    done: BTreeMap<RequestId, Result<u64, RequestError>>,
+    cut: Vec<usize>,
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7001 + i as u16))
+}
+
+fn config(i: usize, seeds: Vec<SocketAddr>) -> CoreConfig {
+    let mut cfg = CoreConfig::new(addr(i), seeds, 1);
+    cfg.heartbeat_ms = 50;
+    cfg.leader_timeout_ms = 300;
+    cfg.election_timeout_ms = 300;
+    cfg.member_silence_ms = Some(3000);
+    cfg
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            nodes: Vec::new(),
+            now: 0,
+            queue: VecDeque::new(),
+            done: BTreeMap::new(),
+            cut: Vec::new(),
+        }
+    }
+
+    fn start(&mut self, i: usize, seeds: Vec<SocketAddr>, incarnation: u64) {
+        let mut cfg = config(i, seeds);
+        cfg.incarnation = incarnation;
+        let core = Core::new(cfg, i as u64 * 7 + incarnation, self.now).unwrap();
+        if self.nodes.len() <= i {
+            self.nodes.resize_with(i + 1, || None);
+        }
+        self.nodes[i] = Some(core);
+        self.drain(i);
+    }
+
+    fn index_of(&self, a: SocketAddr) -> usize {
+        (a.port() - 7001) as usize
+    }
+
+    fn drain(&mut self, i: usize) {
+        let mut fetches = Vec::new();
+        {
+            let Some(core) = self.nodes[i].as_mut() else {
+                return;
+            };
+            while core.poll_persist().is_some() {}
+            while let Some(t) = core.poll_transmit() {
+                self.queue.push_back((i, addr(i), t));
+            }
+            while let Some(event) = core.poll_event() {
+                match event {
+                    Event::Done { request, result } => {
+                        self.done.insert(request, result);
+                    }
+                    Event::FetchSnapshot { from } => fetches.push(from),
+                    _ => {}
+                }
+            }
+        }
+        for from in fetches {
+            let j = self.index_of(from);
+            if self.cut.contains(&j) {
+                continue;
+            }
+            if let Some(snapshot) = self.nodes[j].as_ref().map(|c| c.snapshot()) {
+                let now = self.now;
+                if let Some(core) = self.nodes[i].as_mut() {
+                    core.handle_snapshot(now, snapshot);
+                }
+                self.drain(i);
+            }
+        }
+    }
+
+    /// Runs for `ms` of virtual time, delivering everything at once.
+    fn run(&mut self, ms: u64) {
+        let end = self.now + ms;
+        loop {
+            while let Some((from_i, from, t)) = self.queue.pop_front() {
+                let to = self.index_of(t.to);
+                if self.cut.contains(&from_i) || self.cut.contains(&to) {
+                    continue;
+                }
+                let now = self.now;
+                if let Some(core) = self.nodes.get_mut(to).and_then(|c| c.as_mut()) {
+                    if t.stream {
+                        core.handle_stream_frame(now, from, &t.bytes);
+                    } else {
+                        core.handle_datagram(now, from, &t.bytes);
+                    }
+                    self.drain(to);
+                }
+            }
+            let next = self
+                .nodes
+                .iter()
+                .filter_map(|c| c.as_ref().and_then(|c| c.poll_timeout()))
+                .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    for i in 0..self.nodes.len() {
+                        let now = self.now;
+                        if let Some(core) = self.nodes[i].as_mut() {
+                            if core.poll_timeout().is_some_and(|t| t <= now) {
+                                core.handle_timeout(now);
+                                self.drain(i);
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    self.now = end;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn core(&self, i: usize) -> &Core {
+        self.nodes[i].as_ref().unwrap()
+    }
+
+    fn command(&mut self, i: usize, request: RequestId, command: Command) {
+        let now = self.now;
+        self.nodes[i]
+            .as_mut()
+            .unwrap()
+            .handle_command(now, request, command);
+        self.drain(i);
+    }
+
+    fn leaders(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| !self.cut.contains(i))
+            .filter(|i| {
+                self.nodes[*i]
+                    .as_ref()
+                    .is_some_and(|c| c.role() == Role::Leader)
+            })
+            .collect()
+    }
+
+    fn three_node_cluster() -> Net {
+        let mut net = Net::new();
+        net.start(0, vec![], 1);
+        net.start(1, vec![addr(0)], 1);
+        net.start(2, vec![addr(0)], 1);
+        net.run(3000);
+        net
+    }
+}
+
+#[test]
+fn a_node_without_seeds_founds_a_cluster_and_leads_it() {
+    let mut net = Net::new();
+    net.start(0, vec![], 1);
+    assert_eq!(net.core(0).role(), Role::Leader);
+    net.command(
+        0,
+        1,
+        Command::Set {
+            key: "k".into(),
+            value: "v".into(),
+        },
+    );
+    net.run(10);
+    assert!(matches!(net.done.get(&1), Some(Ok(_))));
+    assert_eq!(net.core(0).map().get("k").map(String::as_str), Some("v"));
+}
+
+#[test]
+fn joined_nodes_are_promoted_and_replicate_writes() {
+    let mut net = Net::three_node_cluster();
+    for i in 0..3 {
+        assert!(net.core(i).is_member(), "node {i} is a member");
+    }
+    let voters = net.core(0).members().iter().filter(|m| m.voter).count();
+    assert_eq!(voters, 3);
+    net.command(
+        0,
+        7,
+        Command::Set {
+            key: "a".into(),
+            value: "1".into(),
+        },
+    );
+    net.run(200);
+    assert!(matches!(net.done.get(&7), Some(Ok(_))), "{:?}", net.done);
+    for i in 0..3 {
+        assert_eq!(net.core(i).map().get("a").map(String::as_str), Some("1"));
+    }
+}
+
+#[test]
+fn followers_redirect_writes_and_serve_linearizable_reads() {
+    let mut net = Net::three_node_cluster();
+    net.command(
+        1,
+        1,
+        Command::Set {
+            key: "a".into(),
+            value: "1".into(),
+        },
+    );
+    assert_eq!(
+        net.done.get(&1),
+        Some(&Err(RequestError::NotLeader {
+            leader: Some(addr(0))
+        }))
+    );
+    net.command(
+        0,
+        2,
+        Command::Set {
+            key: "a".into(),
+            value: "1".into(),
+        },
+    );
+    net.run(100);
+    let Some(Ok(version)) = net.done.get(&2).cloned() else {
+        panic!("write failed: {:?}", net.done);
+    };
+    net.command(2, 3, Command::ReadLinearizable);
+    net.run(200);
+    let Some(Ok(read)) = net.done.get(&3).cloned() else {
+        panic!("read failed: {:?}", net.done);
+    };
+    assert!(read >= version);
+    assert!(net.core(2).commit() >= read);
+}
+
+#[test]
+fn leader_crash_leads_to_a_new_leader_with_every_committed_write() {
+    let mut net = Net::three_node_cluster();
+    net.command(
+        0,
+        1,
+        Command::Set {
+            key: "a".into(),
+            value: "1".into(),
+        },
+    );
+    net.run(100);
+    assert!(matches!(net.done.get(&1), Some(Ok(_))));
+    net.cut.push(0);
+    net.run(3000);
+    let leaders = net.leaders();
+    assert_eq!(leaders.len(), 1, "one new leader: {leaders:?}");
+    let new = leaders[0];
+    assert_ne!(new, 0);
+    assert_eq!(net.core(new).map().get("a").map(String::as_str), Some("1"));
+}
+
+#[test]
+fn update_replicates_the_difference_and_replaces_the_map() {
+    let mut net = Net::three_node_cluster();
+    let map: BTreeMap<String, String> = [("a", "1"), ("b", "2")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    net.command(0, 1, Command::Update { map: map.clone() });
+    net.run(100);
+    let mut next = map.clone();
+    next.remove("a");
+    next.insert("c".into(), "3".into());
+    net.command(0, 2, Command::Update { map: next.clone() });
+    let change = net
+        .core(0)
+        .entry(net.core(0).last_log_id().version)
+        .unwrap()
+        .change
+        .clone();
+    assert_eq!(
+        change,
+        crate::wire::Change::Replace {
+            set: vec![("c".into(), "3".into())],
+            remove: vec!["a".into()]
+        }
+    );
+    net.run(100);
+    for i in 0..3 {
+        assert_eq!(net.core(i).map(), &next);
+    }
+}
+
+#[test]
+fn leadership_transfer_hands_over_to_a_caught_up_voter() {
+    let mut net = Net::three_node_cluster();
+    let term = net.core(0).term();
+    net.command(0, 1, Command::TransferLeadership);
+    net.run(100);
+    assert!(matches!(net.done.get(&1), Some(Ok(_))), "{:?}", net.done);
+    let leaders = net.leaders();
+    assert_eq!(leaders.len(), 1);
+    assert_ne!(leaders[0], 0);
+    assert_eq!(net.core(leaders[0]).term(), term + 1);
+}
+
+#[test]
+fn a_follower_leaves_and_the_cluster_shrinks() {
+    let mut net = Net::three_node_cluster();
+    net.command(2, 1, Command::Leave);
+    net.run(500);
+    assert!(matches!(net.done.get(&1), Some(Ok(_))), "{:?}", net.done);
+    assert_eq!(net.core(0).members().len(), 2);
+    assert!(!net.core(2).is_member());
+}
+
+#[test]
+fn a_restarted_node_rejoins_as_a_new_member() {
+    let mut net = Net::three_node_cluster();
+    net.command(
+        0,
+        1,
+        Command::Set {
+            key: "a".into(),
+            value: "1".into(),
+        },
+    );
+    net.run(100);
+    net.start(2, vec![addr(0), addr(1)], 2);
+    net.run(3000);
+    let members = net.core(0).members();
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(members.iter().any(|m| m.incarnation == 2 && m.voter));
+    assert_eq!(net.core(2).map().get("a").map(String::as_str), Some("1"));
+}
+
+#[test]
+fn nodes_started_together_end_in_one_cluster() {
+    let mut net = Net::new();
+    let all: Vec<SocketAddr> = (0..3).map(addr).collect();
+    for i in 0..3 {
+        let seeds = all.iter().copied().filter(|a| *a != addr(i)).collect();
+        net.start(i, seeds, 1);
+    }
+    net.run(5000);
+    assert_eq!(net.leaders().len(), 1);
+    for i in 0..3 {
+        assert_eq!(net.core(i).members().len(), 3, "node {i}");
+    }
+}

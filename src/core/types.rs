@@ -1,0 +1,209 @@
+//! What goes in and out of the core: commands, events, transmits, roles,
+//! and the errors a request can end with.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use crate::wire::{Change, LogId, NodeId};
+
+/// Milliseconds on the caller's clock (any fixed origin). The core never
+/// reads a clock: every handler takes `now`.
+pub type Millis = u64;
+
+/// Chosen by the caller to match a [`Event::Done`] to its command.
+pub type RequestId = u64;
+
+/// A node's role, as the original design names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Follows a leader (or waits for one). Also a node that has not joined.
+    Follower,
+    /// Has granted its vote in an election of the current term that has no
+    /// known winner yet. Returns to follower when it hears the winner or its
+    /// election timeout passes, so it never stays a voter.
+    Voter,
+    /// Stands for election in the current term.
+    Candidate,
+    /// Leads the current term.
+    Leader,
+}
+
+impl Role {
+    /// The original design's lowercase word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::Voter => "voter",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        }
+    }
+}
+
+impl core::fmt::Display for Role {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A client's request to the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Set one key.
+    Set {
+        /// The key.
+        key: String,
+        /// Its new value.
+        value: String,
+    },
+    /// Remove one key.
+    Remove {
+        /// The key.
+        key: String,
+    },
+    /// Make the map exactly `map` (replicated as the difference).
+    Update {
+        /// The new map.
+        map: BTreeMap<String, String>,
+    },
+    /// Confirm with a quorum that this node's state is current; done when
+    /// the node has applied at least the confirmed version.
+    ReadLinearizable,
+    /// Leave the cluster (a leader hands over leadership first).
+    Leave,
+    /// Hand leadership to the most up-to-date voter (leader only).
+    TransferLeadership,
+}
+
+/// Why a request failed. Each variant says whether the state may have
+/// changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// This node is not the leader; nothing changed. `leader` is where to
+    /// retry, when known.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The leader's address, if this node knows it.
+        leader: Option<SocketAddr>,
+    },
+    /// Leadership was lost after the change entered the log: it may still
+    /// commit, or may be discarded. Retrying a set or update is safe.
+    #[error("leadership lost before the change committed: outcome unknown")]
+    Uncertain,
+    /// A limit was reached (pending requests or uncommitted changes);
+    /// nothing changed.
+    #[error("busy: {limit} reached")]
+    Busy {
+        /// Which limit.
+        limit: &'static str,
+    },
+    /// No answer in time; for a write the outcome is unknown.
+    #[error("timed out")]
+    Timeout,
+    /// This node is not a member of a cluster; nothing changed.
+    #[error("not a member of a cluster")]
+    NotMember,
+    /// The change does not fit in the largest frame; nothing changed.
+    #[error("change too large: {bytes} bytes, limit {limit}")]
+    TooLarge {
+        /// Its encoded size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// No other voter to hand leadership to; nothing changed.
+    #[error("no other voter to hand leadership to")]
+    NoTransferTarget,
+    /// Another membership change or transfer is in progress; nothing changed.
+    #[error("another membership change is in progress")]
+    ChangeInProgress,
+}
+
+/// Something the caller may want to act on or show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The role or term changed.
+    RoleChanged {
+        /// New role.
+        role: Role,
+        /// Current term.
+        term: u64,
+    },
+    /// The known leader changed.
+    LeaderChanged {
+        /// Its address, or `None` while unknown.
+        leader: Option<SocketAddr>,
+    },
+    /// This node became a member with this id.
+    Joined {
+        /// Its member id.
+        id: NodeId,
+    },
+    /// A committed change was applied to the state.
+    Applied {
+        /// Its version.
+        version: u64,
+        /// Its term.
+        term: u64,
+        /// What it changed.
+        change: Change,
+    },
+    /// A snapshot replaced the state.
+    SnapshotInstalled {
+        /// The last change it includes.
+        last: LogId,
+    },
+    /// The caller should fetch a snapshot from `from` (over TCP) and give it
+    /// to [`crate::core::Core::handle_snapshot`].
+    FetchSnapshot {
+        /// Who to fetch from.
+        from: SocketAddr,
+    },
+    /// A command finished. For writes and leave the value is the committed
+    /// version; for reads the confirmed version (the state is at least
+    /// there); for a transfer the term it happened in.
+    Done {
+        /// The request.
+        request: RequestId,
+        /// How it ended.
+        result: Result<u64, RequestError>,
+    },
+    /// This node is no longer a member (it left or was removed).
+    Left,
+}
+
+/// A frame to send. `bytes` is a whole encoded frame; over TCP (`stream`)
+/// the caller adds the length prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The peer.
+    pub to: SocketAddr,
+    /// The encoded frame.
+    pub bytes: Bytes,
+    /// Send over the stream transport (too large for a datagram).
+    pub stream: bool,
+}
+
+/// Term and vote: what must be on disk before any message that depends on
+/// them leaves the node, when a data directory is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HardState {
+    /// Current term.
+    pub term: u64,
+    /// The member voted for in `term`.
+    pub voted_for: Option<NodeId>,
+}
+
+/// How stale a local read may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Staleness {
+    /// The node's term.
+    pub term: u64,
+    /// The committed version the state is at.
+    pub version: u64,
+    /// Milliseconds since the last heartbeat from a leader (0 on a leader;
+    /// `None` if never heard).
+    pub since_heartbeat_ms: Option<Millis>,
+}
