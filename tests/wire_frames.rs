@@ -215,7 +215,7 @@ fn wrong_cluster_gives_wrong_cluster() {
 
 #[test]
 fn unknown_kind_gives_unknown_kind() {
-    for kind in [0u8, 19, 200, 255] {
+    for kind in [0u8, 21, 200, 255] {
         let mut bytes = encode(&heartbeat());
         bytes[3] = kind;
         assert_eq!(
@@ -250,6 +250,8 @@ fn kinds_keep_their_numbers() {
             (16, "snapshot_request"),
             (17, "snapshot"),
             (18, "fetch_snapshot"),
+            (19, "client_request"),
+            (20, "client_response"),
         ]
     );
     for kind in Kind::ALL {

@@ -141,6 +141,14 @@ fn message(u: &mut Unstructured, kind: Kind) -> Result<Message> {
         }),
         Kind::SnapshotRequest => Message::SnapshotRequest(SnapshotRequest),
         Kind::FetchSnapshot => Message::FetchSnapshot(FetchSnapshot { base: log_id(u)? }),
+        Kind::ClientRequest => Message::ClientRequest(ClientRequest {
+            request_id: u.arbitrary()?,
+            op: client_op(u)?,
+        }),
+        Kind::ClientResponse => Message::ClientResponse(ClientResponse {
+            request_id: u.arbitrary()?,
+            reply: client_reply(u)?,
+        }),
         Kind::Snapshot => {
             // The wire requires the map sorted by key without duplicates.
             let mut map = list(u, pair)?;
@@ -153,6 +161,75 @@ fn message(u: &mut Unstructured, kind: Kind) -> Result<Message> {
                 map,
             })
         }
+    })
+}
+
+fn option<T>(
+    u: &mut Unstructured,
+    item: impl FnOnce(&mut Unstructured) -> Result<T>,
+) -> Result<Option<T>> {
+    Ok(if u.arbitrary::<bool>()? {
+        Some(item(u)?)
+    } else {
+        None
+    })
+}
+
+fn client_op(u: &mut Unstructured) -> Result<ClientOp> {
+    Ok(match u.int_in_range(0..=4u8)? {
+        0 => ClientOp::Status,
+        1 => ClientOp::Get {
+            key: option(u, string)?,
+            linearizable: u.arbitrary()?,
+        },
+        2 => ClientOp::Set {
+            key: string(u)?,
+            value: string(u)?,
+        },
+        3 => ClientOp::Remove { key: string(u)? },
+        _ => ClientOp::Update {
+            map: list(u, pair)?,
+        },
+    })
+}
+
+fn client_reply(u: &mut Unstructured) -> Result<ClientReply> {
+    const FAILURES: [ClientFailure; 8] = [
+        ClientFailure::NoLeader,
+        ClientFailure::Timeout,
+        ClientFailure::Uncertain,
+        ClientFailure::Busy,
+        ClientFailure::TooLarge,
+        ClientFailure::NotMember,
+        ClientFailure::Invalid,
+        ClientFailure::Stopping,
+    ];
+    Ok(match u.int_in_range(0..=4u8)? {
+        0 => ClientReply::Status(NodeStatus {
+            addr: string(u)?,
+            id: option(u, |u| Ok(NodeId(u.arbitrary()?)))?,
+            state: string(u)?,
+            term: u.arbitrary()?,
+            leader: option(u, string)?,
+            members: list(u, member)?,
+            version: u.arbitrary()?,
+            since_heartbeat_ms: u.arbitrary()?,
+        }),
+        1 => ClientReply::Map {
+            version: u.arbitrary()?,
+            map: list(u, pair)?,
+        },
+        2 => ClientReply::Value {
+            version: u.arbitrary()?,
+            value: option(u, string)?,
+        },
+        3 => ClientReply::Written {
+            version: u.arbitrary()?,
+        },
+        _ => ClientReply::Failed {
+            failure: *u.choose(&FAILURES)?,
+            message: string(u)?,
+        },
     })
 }
 

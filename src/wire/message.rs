@@ -253,6 +253,136 @@ pub struct FetchSnapshot {
     pub base: LogId,
 }
 
+/// A request from a client (the CLI, or a node forwarding a write to the
+/// leader), over TCP.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct ClientRequest {
+    /// Chosen by the client, echoed in the response.
+    pub request_id: u64,
+    /// What to do.
+    pub op: ClientOp,
+}
+
+/// What a client asks of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum ClientOp {
+    /// The node's status.
+    #[default]
+    Status,
+    /// One key (`Some`) or the whole map (`None`); `linearizable` confirms
+    /// with a quorum first.
+    Get {
+        /// The key, or the whole map.
+        key: Option<String>,
+        /// Read through a quorum-confirmed read index.
+        linearizable: bool,
+    },
+    /// Set a key (forwarded to the leader).
+    Set {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Remove a key (forwarded to the leader).
+    Remove {
+        /// The key.
+        key: String,
+    },
+    /// Replace the whole map (forwarded to the leader).
+    Update {
+        /// The new map, sorted by key.
+        #[serde(deserialize_with = "de_vec")]
+        map: Vec<(String, String)>,
+    },
+}
+
+/// A node's answer to a [`ClientRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ClientResponse {
+    /// The request answered.
+    pub request_id: u64,
+    /// The outcome.
+    pub reply: ClientReply,
+}
+
+/// The outcome of a client request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ClientReply {
+    /// The node's status.
+    Status(NodeStatus),
+    /// The whole map at `version`.
+    Map {
+        /// The committed version read.
+        version: u64,
+        /// The map, sorted by key.
+        #[serde(deserialize_with = "de_vec")]
+        map: Vec<(String, String)>,
+    },
+    /// One key at `version`.
+    Value {
+        /// The committed version read.
+        version: u64,
+        /// The value, if the key exists.
+        value: Option<String>,
+    },
+    /// A write committed at `version`.
+    Written {
+        /// Its version.
+        version: u64,
+    },
+    /// The request failed.
+    Failed {
+        /// Why, as a category the client can act on.
+        failure: ClientFailure,
+        /// A one-line explanation.
+        message: String,
+    },
+}
+
+/// Why a client request failed, and whether anything changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ClientFailure {
+    /// No leader could be reached in time; nothing changed.
+    NoLeader,
+    /// No outcome in time; a write may or may not commit.
+    Timeout,
+    /// Leadership was lost; a write may or may not commit.
+    Uncertain,
+    /// A limit was reached; nothing changed.
+    Busy,
+    /// Too large for the limits; nothing changed.
+    TooLarge,
+    /// The node is not a cluster member; nothing changed.
+    NotMember,
+    /// The request is invalid; nothing changed.
+    Invalid,
+    /// The node is stopping; nothing changed.
+    Stopping,
+}
+
+/// A node's status as a client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's address.
+    pub addr: String,
+    /// Its member id, once joined.
+    pub id: Option<NodeId>,
+    /// `follower`, `voter`, `candidate` or `leader`.
+    pub state: String,
+    /// Its term.
+    pub term: u64,
+    /// The leader's address, if known.
+    pub leader: Option<String>,
+    /// The committed members.
+    #[serde(deserialize_with = "de_vec")]
+    pub members: Vec<Member>,
+    /// The last committed version.
+    pub version: u64,
+    /// Milliseconds since the last heartbeat from a leader.
+    pub since_heartbeat_ms: Option<u64>,
+}
+
 /// The whole committed state up to `last` (over TCP).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -336,11 +466,15 @@ pub enum Kind {
     Snapshot = 17,
     /// [`FetchSnapshot`]
     FetchSnapshot = 18,
+    /// [`ClientRequest`]
+    ClientRequest = 19,
+    /// [`ClientResponse`]
+    ClientResponse = 20,
 }
 
 impl Kind {
     /// Every kind, in number order.
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Heartbeat,
         Kind::HeartbeatAck,
         Kind::PreVoteRequest,
@@ -359,6 +493,8 @@ impl Kind {
         Kind::SnapshotRequest,
         Kind::Snapshot,
         Kind::FetchSnapshot,
+        Kind::ClientRequest,
+        Kind::ClientResponse,
     ];
 
     /// The kind with this number, if this build knows it.
@@ -387,6 +523,8 @@ impl Kind {
             Kind::SnapshotRequest => "snapshot_request",
             Kind::Snapshot => "snapshot",
             Kind::FetchSnapshot => "fetch_snapshot",
+            Kind::ClientRequest => "client_request",
+            Kind::ClientResponse => "client_response",
         }
     }
 }
@@ -413,6 +551,8 @@ pub enum Message {
     SnapshotRequest(SnapshotRequest),
     Snapshot(Snapshot),
     FetchSnapshot(FetchSnapshot),
+    ClientRequest(ClientRequest),
+    ClientResponse(ClientResponse),
 }
 
 /// Runs `$body` with `$p` bound to the payload of any message variant.
@@ -437,6 +577,8 @@ macro_rules! with_payload {
             Message::SnapshotRequest($p) => $body,
             Message::Snapshot($p) => $body,
             Message::FetchSnapshot($p) => $body,
+            Message::ClientRequest($p) => $body,
+            Message::ClientResponse($p) => $body,
         }
     };
 }
@@ -464,6 +606,8 @@ impl Message {
             Message::SnapshotRequest(_) => Kind::SnapshotRequest,
             Message::Snapshot(_) => Kind::Snapshot,
             Message::FetchSnapshot(_) => Kind::FetchSnapshot,
+            Message::ClientRequest(_) => Kind::ClientRequest,
+            Message::ClientResponse(_) => Kind::ClientResponse,
         }
     }
 

@@ -142,5 +142,7 @@ pub fn decode(kind: Kind, payload: &[u8]) -> Result<Message, DecodeError> {
             Message::Snapshot(snapshot)
         }
         Kind::FetchSnapshot => Message::FetchSnapshot(body(kind, payload)?),
+        Kind::ClientRequest => Message::ClientRequest(body(kind, payload)?),
+        Kind::ClientResponse => Message::ClientResponse(body(kind, payload)?),
     })
 }

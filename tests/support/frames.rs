@@ -173,6 +173,62 @@ fn entry() -> impl Strategy<Value = Entry> {
     (any::<u64>(), change()).prop_map(|(term, change)| Entry { term, change })
 }
 
+fn client_op() -> impl Strategy<Value = ClientOp> {
+    prop_oneof![
+        Just(ClientOp::Status),
+        (prop::option::of(text()), any::<bool>())
+            .prop_map(|(key, linearizable)| ClientOp::Get { key, linearizable }),
+        (text(), text()).prop_map(|(key, value)| ClientOp::Set { key, value }),
+        text().prop_map(|key| ClientOp::Remove { key }),
+        prop::collection::vec((text(), text()), 0..4).prop_map(|map| ClientOp::Update { map }),
+    ]
+}
+
+fn client_reply() -> impl Strategy<Value = ClientReply> {
+    let failure = prop_oneof![
+        Just(ClientFailure::NoLeader),
+        Just(ClientFailure::Timeout),
+        Just(ClientFailure::Uncertain),
+        Just(ClientFailure::Busy),
+        Just(ClientFailure::TooLarge),
+        Just(ClientFailure::NotMember),
+        Just(ClientFailure::Invalid),
+        Just(ClientFailure::Stopping),
+    ];
+    prop_oneof![
+        (
+            text(),
+            prop::option::of(node_id()),
+            text(),
+            any::<u64>(),
+            prop::option::of(text()),
+            prop::collection::vec(member(), 0..3),
+            any::<u64>(),
+            prop::option::of(any::<u64>())
+        )
+            .prop_map(
+                |(addr, id, state, term, leader, members, version, since_heartbeat_ms)| {
+                    ClientReply::Status(NodeStatus {
+                        addr,
+                        id,
+                        state,
+                        term,
+                        leader,
+                        members,
+                        version,
+                        since_heartbeat_ms,
+                    })
+                }
+            ),
+        (any::<u64>(), prop::collection::vec((text(), text()), 0..4))
+            .prop_map(|(version, map)| ClientReply::Map { version, map }),
+        (any::<u64>(), prop::option::of(text()))
+            .prop_map(|(version, value)| ClientReply::Value { version, value }),
+        any::<u64>().prop_map(|version| ClientReply::Written { version }),
+        (failure, text()).prop_map(|(failure, message)| ClientReply::Failed { failure, message }),
+    ]
+}
+
 /// Any message of any kind, with random field values.
 pub fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
@@ -251,6 +307,11 @@ pub fn message() -> impl Strategy<Value = Message> {
                 })
             ),
         log_id().prop_map(|base| Message::FetchSnapshot(FetchSnapshot { base })),
+        (any::<u64>(), client_op())
+            .prop_map(|(request_id, op)| Message::ClientRequest(ClientRequest { request_id, op })),
+        (any::<u64>(), client_reply()).prop_map(|(request_id, reply)| {
+            Message::ClientResponse(ClientResponse { request_id, reply })
+        }),
     ]
 }
 
