@@ -8,5 +8,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod client;
+mod config;
 pub mod core;
+mod driver;
+mod error;
+mod node;
 pub mod wire;
+
+pub use client::Client;
+pub use config::Config;
+pub use driver::SharedMap;
+pub use error::Error;
+pub use node::{Metrics, Node, State, Status};

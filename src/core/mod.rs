@@ -227,23 +227,36 @@ impl Core {
     /// A UDP datagram from `from`. Undecodable frames are counted by reason
     /// and dropped; nothing else changes.
     pub fn handle_datagram(&mut self, now: Millis, from: SocketAddr, bytes: &[u8]) {
-        self.handle_bytes(now, from, bytes, self.cfg.datagram_bytes_max);
+        self.handle_bytes(now, from, bytes, false);
     }
 
-    /// One frame received over TCP (without its length prefix).
+    /// One frame received over TCP (without its length prefix). `from` is
+    /// the connection's address; answers go to the sender's member address,
+    /// since a connection's source port is not where the peer listens.
     pub fn handle_stream_frame(&mut self, now: Millis, from: SocketAddr, bytes: &[u8]) {
-        self.handle_bytes(now, from, bytes, self.cfg.stream_frame_bytes_max);
+        self.handle_bytes(now, from, bytes, true);
     }
 
-    fn handle_bytes(&mut self, now: Millis, from: SocketAddr, bytes: &[u8], limit: usize) {
+    fn handle_bytes(&mut self, now: Millis, from: SocketAddr, bytes: &[u8], stream: bool) {
         self.metrics.frames_in += 1;
         self.metrics.bytes_in += bytes.len() as u64;
         let limits = DecodeLimits {
             cluster_id: Some(self.cfg.cluster_id),
-            frame_bytes_max: limit,
+            frame_bytes_max: if stream {
+                self.cfg.stream_frame_bytes_max
+            } else {
+                self.cfg.datagram_bytes_max
+            },
         };
         match decode_frame(bytes, &limits) {
-            Ok(frame) => self.handle_frame(now, from, frame),
+            Ok(frame) => {
+                let from = if stream {
+                    self.addr_of(frame.sender).unwrap_or(from)
+                } else {
+                    from
+                };
+                self.handle_frame(now, from, frame)
+            }
             Err(error) => self.metrics.decode_errors[error.reason().index()] += 1,
         }
         self.after_input(now);

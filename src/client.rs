@@ -1,0 +1,111 @@
+//! A TCP client for one node: what the CLI uses, and what a node uses to
+//! forward a write to the leader.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::driver::stream_io::{read_frame, write_frame};
+use crate::error::Error;
+use crate::wire::{
+    ClientOp, ClientReply, ClientRequest, DecodeLimits, Frame, Message, NodeId,
+    STREAM_FRAME_BYTES_MAX_DEFAULT,
+};
+
+/// Sends requests to the node at one address, one connection per request.
+#[derive(Debug, Clone)]
+pub struct Client {
+    addr: SocketAddr,
+    cluster_id: u32,
+    timeout: Duration,
+    frame_bytes_max: usize,
+}
+
+impl Client {
+    /// A client for the node at `addr` in cluster `cluster_id`, with a
+    /// 5-second timeout per request.
+    pub fn new(addr: SocketAddr, cluster_id: u32) -> Client {
+        Client {
+            addr,
+            cluster_id,
+            timeout: Duration::from_secs(5),
+            frame_bytes_max: STREAM_FRAME_BYTES_MAX_DEFAULT,
+        }
+    }
+
+    /// Sets the time a request may take, connecting included.
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the largest frame sent or accepted.
+    pub fn with_frame_bytes_max(mut self, frame_bytes_max: usize) -> Client {
+        self.frame_bytes_max = frame_bytes_max;
+        self
+    }
+
+    /// The node this client talks to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sends `op` and waits for the node's reply. A `Failed` reply is
+    /// returned as it is: the caller decides what it means.
+    pub async fn request(&self, op: ClientOp) -> Result<ClientReply, Error> {
+        let unreachable = |message: String| Error::Unreachable {
+            addr: self.addr,
+            message,
+        };
+        let exchange = async {
+            let mut stream = TcpStream::connect(self.addr)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let _ = stream.set_nodelay(true);
+            let request_id = rand::random::<u64>();
+            let frame = Frame::new(
+                self.cluster_id,
+                NodeId::UNASSIGNED,
+                0,
+                Message::ClientRequest(ClientRequest { request_id, op }),
+            );
+            write_frame(&mut stream, &frame, self.frame_bytes_max)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let limits = DecodeLimits {
+                cluster_id: Some(self.cluster_id),
+                frame_bytes_max: self.frame_bytes_max,
+            };
+            let reply = read_frame(&mut stream, &limits)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            match reply.message {
+                Message::ClientResponse(response) if response.request_id == request_id => {
+                    Ok(response.reply)
+                }
+                other => Err(unreachable(format!(
+                    "unexpected {} in answer",
+                    other.kind().name()
+                ))),
+            }
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    /// Sends a write and maps a failure to an [`Error`]; returns the
+    /// committed version.
+    pub async fn write(&self, op: ClientOp) -> Result<u64, Error> {
+        match self.request(op).await? {
+            ClientReply::Written { version } => Ok(version),
+            ClientReply::Failed { failure, message } => Err(Error::from_failure(failure, message)),
+            other => Err(Error::Unreachable {
+                addr: self.addr,
+                message: format!("unexpected reply {other:?}"),
+            }),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The settings of a node, as a service embedding the library gives them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::core::{ConfigError, CoreConfig};
+
+/// Settings of one node. [`Config::new`] gives LAN defaults; every size,
+/// queue and time has a limit, with its unit in its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where to listen, UDP and TCP on the same port. Port 0 picks a free
+    /// one (see [`crate::Node::addr`]).
+    pub listen: SocketAddr,
+    /// Nodes to contact to join; empty starts a new cluster.
+    pub join: Vec<SocketAddr>,
+    /// The leader's heartbeat (the original's update interval).
+    pub heartbeat_ms: u64,
+    /// A follower that hears no leader for a random time between this and
+    /// twice this holds an election.
+    pub leader_timeout_ms: u64,
+    /// An election round lasts a random time between this and twice this.
+    pub election_timeout_ms: u64,
+    /// Keeps clusters on one network apart; frames of other ids are dropped.
+    pub cluster_id: u32,
+    /// Largest UDP datagram sent or accepted.
+    pub datagram_bytes_max: usize,
+    /// Largest TCP frame (a whole snapshot) sent or accepted.
+    pub stream_frame_bytes_max: usize,
+    /// Committed changes kept for followers a little behind.
+    pub log_tail_entries_max: usize,
+    /// Uncommitted changes a leader holds before writes get `Busy`.
+    pub uncommitted_entries_max: usize,
+    /// Writes and reads waiting for an outcome, per node.
+    pub pending_requests_max: usize,
+    /// Remove members silent this long (`None`: never).
+    pub member_silence_ms: Option<u64>,
+    /// Never remove silent members below this many voters.
+    pub members_min: usize,
+    /// Concurrent TCP connections accepted.
+    pub tcp_connections_max: usize,
+    /// A TCP connection idle this long is closed.
+    pub tcp_idle_ms: u64,
+    /// How long a write or read may take, forwarding and retries included.
+    pub request_timeout_ms: u64,
+    /// Commands queued from handles to the node's task.
+    pub command_queue_max: usize,
+    /// Where to keep term, vote and data across restarts. Not supported by
+    /// this version: a node without one rejoins as a new member after a
+    /// restart.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Defaults for a LAN: 50 ms heartbeats, 500 ms timeouts.
+    pub fn new(listen: SocketAddr, join: Vec<SocketAddr>) -> Config {
+        let core = CoreConfig::new(listen, join.clone(), 0);
+        Config {
+            listen,
+            join,
+            heartbeat_ms: core.heartbeat_ms,
+            leader_timeout_ms: core.leader_timeout_ms,
+            election_timeout_ms: core.election_timeout_ms,
+            cluster_id: core.cluster_id,
+            datagram_bytes_max: core.datagram_bytes_max,
+            stream_frame_bytes_max: core.stream_frame_bytes_max,
+            log_tail_entries_max: core.log_tail_entries_max,
+            uncommitted_entries_max: core.uncommitted_entries_max,
+            pending_requests_max: core.pending_requests_max,
+            member_silence_ms: core.member_silence_ms,
+            members_min: core.members_min,
+            tcp_connections_max: 64,
+            tcp_idle_ms: 10_000,
+            request_timeout_ms: 5_000,
+            command_queue_max: 1024,
+            data_dir: None,
+        }
+    }
+
+    /// The original design's parameters: update (heartbeat) interval,
+    /// leader timeout and election timeout.
+    pub fn with_timeouts(
+        mut self,
+        update_interval: Duration,
+        leader_timeout: Duration,
+        election_timeout: Duration,
+    ) -> Config {
+        self.heartbeat_ms = update_interval.as_millis() as u64;
+        self.leader_timeout_ms = leader_timeout.as_millis() as u64;
+        self.election_timeout_ms = election_timeout.as_millis() as u64;
+        self
+    }
+
+    /// Checks that the settings can work, naming the first that cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.core(self.listen, 0).validate()?;
+        let fail = |what: &'static str| Err(ConfigError { what });
+        if self.data_dir.is_some() {
+            return fail("data_dir: durable storage is not supported by this version");
+        }
+        if self.tcp_connections_max == 0 || self.command_queue_max == 0 {
+            return fail("tcp_connections_max and command_queue_max must be at least 1");
+        }
+        if self.tcp_idle_ms == 0 || self.request_timeout_ms == 0 {
+            return fail("tcp_idle_ms and request_timeout_ms must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The core's settings for a node bound to `addr`.
+    pub(crate) fn core(&self, addr: SocketAddr, incarnation: u64) -> CoreConfig {
+        let mut core = CoreConfig::new(addr, self.join.clone(), incarnation);
+        core.heartbeat_ms = self.heartbeat_ms;
+        core.leader_timeout_ms = self.leader_timeout_ms;
+        core.election_timeout_ms = self.election_timeout_ms;
+        core.cluster_id = self.cluster_id;
+        core.datagram_bytes_max = self.datagram_bytes_max;
+        core.stream_frame_bytes_max = self.stream_frame_bytes_max;
+        core.log_tail_entries_max = self.log_tail_entries_max;
+        core.uncommitted_entries_max = self.uncommitted_entries_max;
+        core.pending_requests_max = self.pending_requests_max;
+        core.member_silence_ms = self.member_silence_ms;
+        core.members_min = self.members_min;
+        core.introduce_interval_ms = (self.leader_timeout_ms / 2).max(self.heartbeat_ms);
+        core
+    }
+}

@@ -1,0 +1,408 @@
+//! The tokio task that owns one node's core: a UDP socket and a TCP
+//! listener on the same address, one timer, and a bounded inbox from the
+//! handles and connection tasks. After every input it drains the core.
+
+pub(crate) mod stream_io;
+mod tcp;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tracing::{debug, info, warn, Instrument};
+
+use crate::config::Config;
+use crate::core::{Command, Core, Event, RequestError, RequestId};
+use crate::error::Error;
+use crate::node::{Metrics, Status};
+use crate::wire::Snapshot;
+
+/// The committed map as handed to readers: shared, never copied per reader.
+pub type SharedMap = Arc<BTreeMap<String, String>>;
+
+/// What handles and connection tasks send to the node's task.
+pub(crate) enum Inbound {
+    Command {
+        command: Command,
+        reply: oneshot::Sender<Result<u64, RequestError>>,
+    },
+    /// A local read: one key, or the whole map.
+    Read {
+        key: Option<String>,
+        reply: oneshot::Sender<LocalRead>,
+    },
+    Metrics {
+        reply: oneshot::Sender<Metrics>,
+    },
+    /// A protocol frame that arrived over TCP.
+    StreamFrame {
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    /// A snapshot fetched from a peer.
+    Snapshot(Snapshot),
+    /// A peer asks for our snapshot.
+    ServeSnapshot {
+        reply: oneshot::Sender<Snapshot>,
+    },
+    Stop,
+}
+
+/// The answer to a local read.
+pub(crate) struct LocalRead {
+    pub version: u64,
+    pub value: Option<String>,
+    pub map: Option<SharedMap>,
+}
+
+/// Counters of the driver itself (the core counts the protocol).
+#[derive(Debug, Default)]
+pub(crate) struct DriverCounters {
+    pub send_errors: AtomicU64,
+    pub stream_frames_dropped: AtomicU64,
+    pub tcp_rejected: AtomicU64,
+    pub tcp_bad_frames: AtomicU64,
+    pub snapshots_served: AtomicU64,
+    pub snapshots_fetched: AtomicU64,
+    pub snapshot_fetch_errors: AtomicU64,
+}
+
+/// What connection tasks need from the node.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub inbox: mpsc::Sender<Inbound>,
+    pub status: watch::Receiver<Status>,
+    pub counters: Arc<DriverCounters>,
+    pub cfg: Arc<Config>,
+    pub addr: SocketAddr,
+}
+
+/// Binds UDP and TCP on one port (retrying for a free one when the port is
+/// 0) and starts the node's task.
+pub(crate) async fn spawn(
+    cfg: Config,
+) -> Result<
+    (
+        Shared,
+        Arc<watch::Sender<SharedMap>>,
+        tokio::task::JoinHandle<()>,
+    ),
+    Error,
+> {
+    cfg.validate()?;
+    let (udp, tcp) = bind(cfg.listen).await?;
+    let addr = udp.local_addr().map_err(|source| Error::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    let incarnation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64);
+    let core = Core::new(cfg.core(addr, incarnation), rand::random(), 0)?;
+    let (inbox_tx, inbox_rx) = mpsc::channel(cfg.command_queue_max);
+    let (status_tx, status_rx) = watch::channel(Status::of(&core, None));
+    let (data_tx, _) = watch::channel(SharedMap::default());
+    let data_tx = Arc::new(data_tx);
+    let cfg = Arc::new(cfg);
+    let counters = Arc::new(DriverCounters::default());
+    let shared = Shared {
+        inbox: inbox_tx,
+        status: status_rx,
+        counters: counters.clone(),
+        cfg: cfg.clone(),
+        addr,
+    };
+    let driver = Driver {
+        core,
+        start: Instant::now(),
+        udp: Arc::new(udp),
+        shared: shared.clone(),
+        pending: HashMap::new(),
+        next_request: 1,
+        status_tx,
+        data_tx: data_tx.clone(),
+        data_cache: None,
+        peers: HashMap::new(),
+        conn_slots: Arc::new(Semaphore::new(cfg.tcp_connections_max)),
+        fetching: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    let span = tracing::info_span!("node", %addr);
+    let task = tokio::spawn(driver.run(tcp, inbox_rx).instrument(span));
+    Ok((shared, data_tx, task))
+}
+
+async fn bind(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), Error> {
+    let tries = if listen.port() == 0 { 32 } else { 1 };
+    let mut last_error = None;
+    for _ in 0..tries {
+        let udp = UdpSocket::bind(listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: listen,
+                source,
+            })?;
+        let addr = udp.local_addr().map_err(|source| Error::Bind {
+            addr: listen,
+            source,
+        })?;
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(Error::Bind {
+        addr: listen,
+        source: last_error.unwrap_or_else(|| std::io::Error::other("no free port")),
+    })
+}
+
+struct Driver {
+    core: Core,
+    start: Instant,
+    udp: Arc<UdpSocket>,
+    shared: Shared,
+    pending: HashMap<RequestId, oneshot::Sender<Result<u64, RequestError>>>,
+    next_request: RequestId,
+    status_tx: watch::Sender<Status>,
+    data_tx: Arc<watch::Sender<SharedMap>>,
+    /// The map as last handed out, while the commit has not moved.
+    data_cache: Option<(u64, SharedMap)>,
+    /// Outbound TCP streams for frames too large for a datagram.
+    peers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    conn_slots: Arc<Semaphore>,
+    fetching: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Frames queued to one peer's TCP stream before new ones are dropped.
+const PEER_QUEUE_FRAMES_MAX: usize = 64;
+
+impl Driver {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    async fn run(mut self, tcp: TcpListener, mut inbox: mpsc::Receiver<Inbound>) {
+        info!(id = ?self.core.id(), "node started");
+        let mut buf = vec![0u8; 65_536];
+        let udp = self.udp.clone();
+        self.drain();
+        loop {
+            let deadline = self
+                .core
+                .poll_timeout()
+                .map(|ms| self.start + Duration::from_millis(ms));
+            let sleep_until =
+                deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                message = inbox.recv() => match message {
+                    None | Some(Inbound::Stop) => break,
+                    Some(message) => self.on_inbound(message),
+                },
+                received = udp.recv_from(&mut buf) => match received {
+                    Ok((len, from)) => {
+                        let now = self.now();
+                        self.core.handle_datagram(now, from, &buf[..len]);
+                    }
+                    // ICMP errors of earlier sends surface here on some
+                    // systems: count them, keep going.
+                    Err(_) => {
+                        self.shared.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+                accepted = tcp.accept() => {
+                    if let Ok((stream, peer)) = accepted {
+                        match self.conn_slots.clone().try_acquire_owned() {
+                            Ok(permit) => {
+                                tokio::spawn(
+                                    tcp::serve(stream, peer, self.shared.clone(), permit)
+                                        .in_current_span(),
+                                );
+                            }
+                            Err(_) => {
+                                self.shared.counters.tcp_rejected.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(sleep_until.into()) => {
+                    let now = self.now();
+                    self.core.handle_timeout(now);
+                }
+            }
+            self.drain();
+        }
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(RequestError::NotMember));
+        }
+        info!("node stopped");
+    }
+
+    fn on_inbound(&mut self, message: Inbound) {
+        let now = self.now();
+        match message {
+            Inbound::Command { command, reply } => {
+                let request = self.next_request;
+                self.next_request += 1;
+                self.pending.insert(request, reply);
+                self.core.handle_command(now, request, command);
+            }
+            Inbound::Read { key, reply } => {
+                let version = self.core.commit();
+                let read = match key {
+                    Some(key) => LocalRead {
+                        version,
+                        value: self.core.map().get(&key).cloned(),
+                        map: None,
+                    },
+                    None => LocalRead {
+                        version,
+                        value: None,
+                        map: Some(self.shared_map()),
+                    },
+                };
+                let _ = reply.send(read);
+            }
+            Inbound::Metrics { reply } => {
+                let _ = reply.send(Metrics::from_parts(
+                    self.core.metrics().clone(),
+                    &self.shared.counters,
+                ));
+            }
+            Inbound::StreamFrame { from, bytes } => {
+                self.core.handle_stream_frame(now, from, &bytes)
+            }
+            Inbound::Snapshot(snapshot) => {
+                let last = snapshot.last;
+                self.core.handle_snapshot(now, snapshot);
+                info!(version = last.version, "snapshot installed");
+            }
+            Inbound::ServeSnapshot { reply } => {
+                let _ = reply.send(self.core.snapshot());
+            }
+            Inbound::Stop => {}
+        }
+    }
+
+    fn shared_map(&mut self) -> SharedMap {
+        let commit = self.core.commit();
+        match &self.data_cache {
+            Some((version, map)) if *version == commit => map.clone(),
+            _ => {
+                let map: SharedMap = Arc::new(self.core.map().clone());
+                self.data_cache = Some((commit, map.clone()));
+                map
+            }
+        }
+    }
+
+    /// Takes everything the core has to say.
+    fn drain(&mut self) {
+        while self.core.poll_persist().is_some() {
+            // No data directory in this version: nothing to write.
+        }
+        while let Some(transmit) = self.core.poll_transmit() {
+            if transmit.stream {
+                self.send_stream(transmit.to, transmit.bytes);
+            } else if self.udp.try_send_to(&transmit.bytes, transmit.to).is_err() {
+                self.shared
+                    .counters
+                    .send_errors
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let mut commit_moved = false;
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                Event::Done { request, result } => {
+                    if let Some(reply) = self.pending.remove(&request) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Event::FetchSnapshot { from } => self.fetch_snapshot(from),
+                Event::RoleChanged { role, term } => info!(%role, term, "role changed"),
+                Event::LeaderChanged { leader } => info!(?leader, "leader changed"),
+                Event::Joined { id } => info!(%id, "joined the cluster"),
+                Event::Left => info!("left the cluster"),
+                Event::Applied { .. } | Event::SnapshotInstalled { .. } => commit_moved = true,
+            }
+        }
+        let now = self.now();
+        let heard_at = self
+            .core
+            .staleness(now)
+            .since_heartbeat_ms
+            .map(|since| self.start + Duration::from_millis(now.saturating_sub(since)));
+        let status = Status::of(&self.core, heard_at);
+        // The heartbeat time is refreshed silently: subscribers hear of
+        // changes of role, term, leader, members and version only.
+        self.status_tx.send_if_modified(|current| {
+            let changed = !current.same_but_heartbeat(&status);
+            *current = status;
+            changed
+        });
+        if commit_moved && self.data_tx.receiver_count() > 0 {
+            let map = self.shared_map();
+            self.data_tx.send_replace(map);
+        }
+    }
+
+    fn send_stream(&mut self, to: SocketAddr, bytes: Bytes) {
+        let counters = self.shared.counters.clone();
+        if let Some(queue) = self.peers.get(&to) {
+            match queue.try_send(bytes) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    counters
+                        .stream_frames_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(bytes)) => {
+                    self.peers.remove(&to);
+                    return self.send_stream(to, bytes);
+                }
+            }
+        }
+        let (tx, rx) = mpsc::channel(PEER_QUEUE_FRAMES_MAX);
+        let _ = tx.try_send(bytes);
+        self.peers.insert(to, tx);
+        let idle = Duration::from_millis(self.shared.cfg.tcp_idle_ms);
+        tokio::spawn(tcp::peer_writer(to, rx, idle, counters).in_current_span());
+    }
+
+    fn fetch_snapshot(&mut self, from: SocketAddr) {
+        if self.fetching.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        debug!(%from, "fetching a snapshot");
+        let shared = self.shared.clone();
+        let fetching = self.fetching.clone();
+        tokio::spawn(
+            async move {
+                match tcp::fetch_snapshot(from, &shared).await {
+                    Ok(snapshot) => {
+                        shared
+                            .counters
+                            .snapshots_fetched
+                            .fetch_add(1, Ordering::Relaxed);
+                        let _ = shared.inbox.send(Inbound::Snapshot(snapshot)).await;
+                    }
+                    Err(error) => {
+                        shared
+                            .counters
+                            .snapshot_fetch_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        warn!(%from, %error, "snapshot fetch failed");
+                    }
+                }
+                fetching.store(false, Ordering::Release);
+            }
+            .in_current_span(),
+        );
+    }
+}

@@ -1,0 +1,71 @@
+//! Reading and writing length-prefixed frames on a TCP stream, with the
+//! size limit checked before the body is read.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::wire::{
+    decode_frame, encode_stream_frame, stream_frame_len, DecodeError, DecodeLimits, Frame,
+    LENGTH_PREFIX_BYTES,
+};
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The peer closed the stream between frames.
+    #[error("closed")]
+    Closed,
+    /// The stream failed or closed inside a frame.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The frame was refused.
+    #[error("bad frame: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+/// Reads one frame body (without the prefix); checks the length first.
+pub async fn read_frame_bytes<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    frame_bytes_max: usize,
+) -> Result<Vec<u8>, ReadError> {
+    let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+    match reader.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(ReadError::Closed),
+        Err(e) => return Err(ReadError::Io(e)),
+    }
+    let len = stream_frame_len(prefix, frame_bytes_max)?;
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+/// Reads and decodes one frame.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    limits: &DecodeLimits,
+) -> Result<Frame, ReadError> {
+    let body = read_frame_bytes(reader, limits.frame_bytes_max).await?;
+    Ok(decode_frame(&body, limits)?)
+}
+
+/// Encodes and writes one frame with its length prefix.
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &Frame,
+    frame_bytes_max: usize,
+) -> std::io::Result<()> {
+    let mut out = BytesMut::new();
+    encode_stream_frame(frame, &mut out, frame_bytes_max)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    writer.write_all(&out).await
+}
+
+/// Writes an already encoded frame body with its length prefix.
+pub async fn write_frame_bytes<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    body: &[u8],
+) -> std::io::Result<()> {
+    writer.write_all(&(body.len() as u32).to_be_bytes()).await?;
+    writer.write_all(body).await
+}

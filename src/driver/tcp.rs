@@ -1,0 +1,182 @@
+//! TCP: serving connections (snapshots, client requests, large protocol
+//! frames), writing large frames to peers, and fetching snapshots.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tracing::debug;
+
+use super::stream_io::{read_frame, read_frame_bytes, write_frame, write_frame_bytes, ReadError};
+use super::{DriverCounters, Inbound, Shared};
+use crate::node::Requester;
+use crate::wire::{
+    decode_frame, ClientResponse, DecodeLimits, Frame, Message, NodeId, Snapshot, SnapshotRequest,
+};
+
+/// Serves one accepted connection until it closes, idles too long or
+/// sends something wrong.
+pub(super) async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: Shared,
+    _permit: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let cfg = shared.cfg.clone();
+    let limits = DecodeLimits {
+        cluster_id: Some(cfg.cluster_id),
+        frame_bytes_max: cfg.stream_frame_bytes_max,
+    };
+    let idle = Duration::from_millis(cfg.tcp_idle_ms);
+    let requester = Requester::new(shared.clone());
+    loop {
+        let body =
+            match tokio::time::timeout(idle, read_frame_bytes(&mut stream, limits.frame_bytes_max))
+                .await
+            {
+                Err(_) | Ok(Err(ReadError::Closed)) => return,
+                Ok(Err(error)) => {
+                    shared
+                        .counters
+                        .tcp_bad_frames
+                        .fetch_add(1, Ordering::Relaxed);
+                    debug!(%peer, %error, "closing connection");
+                    return;
+                }
+                Ok(Ok(body)) => body,
+            };
+        let frame = match decode_frame(&body, &limits) {
+            Ok(frame) => frame,
+            Err(error) => {
+                shared
+                    .counters
+                    .tcp_bad_frames
+                    .fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, %error, "closing connection");
+                return;
+            }
+        };
+        let answer = match frame.message {
+            Message::SnapshotRequest(_) => {
+                let (reply, answer) = oneshot::channel();
+                if shared
+                    .inbox
+                    .send(Inbound::ServeSnapshot { reply })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let Ok(snapshot) = answer.await else {
+                    return;
+                };
+                shared
+                    .counters
+                    .snapshots_served
+                    .fetch_add(1, Ordering::Relaxed);
+                Some(Message::Snapshot(snapshot))
+            }
+            Message::ClientRequest(request) => {
+                let reply = requester.client(request.op).await;
+                Some(Message::ClientResponse(ClientResponse {
+                    request_id: request.request_id,
+                    reply,
+                }))
+            }
+            Message::Append(_) => {
+                // A batch too large for a datagram: the core takes it as it
+                // would a datagram.
+                let message = Inbound::StreamFrame {
+                    from: peer,
+                    bytes: body,
+                };
+                if shared.inbox.send(message).await.is_err() {
+                    return;
+                }
+                None
+            }
+            _ => {
+                shared
+                    .counters
+                    .tcp_bad_frames
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        if let Some(message) = answer {
+            let frame = Frame::new(cfg.cluster_id, NodeId::UNASSIGNED, 0, message);
+            if write_frame(&mut stream, &frame, cfg.stream_frame_bytes_max)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Writes queued frames to `to` over one connection; ends on the first
+/// error or after `idle` without frames (dropping what is queued, which
+/// the protocol resends).
+pub(super) async fn peer_writer(
+    to: SocketAddr,
+    mut queue: mpsc::Receiver<Bytes>,
+    idle: Duration,
+    counters: Arc<DriverCounters>,
+) {
+    let mut stream = match tokio::time::timeout(idle, TcpStream::connect(to)).await {
+        Ok(Ok(stream)) => stream,
+        _ => {
+            counters.send_errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    while let Ok(Some(frame)) = tokio::time::timeout(idle, queue.recv()).await {
+        if write_frame_bytes(&mut stream, &frame).await.is_err() {
+            counters.send_errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+}
+
+/// Asks `from` for its snapshot.
+pub(super) async fn fetch_snapshot(from: SocketAddr, shared: &Shared) -> Result<Snapshot, String> {
+    let cfg = &shared.cfg;
+    let exchange = async {
+        let mut stream = TcpStream::connect(from).await.map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let request = Frame::new(
+            cfg.cluster_id,
+            NodeId::UNASSIGNED,
+            0,
+            Message::SnapshotRequest(SnapshotRequest),
+        );
+        write_frame(&mut stream, &request, cfg.stream_frame_bytes_max)
+            .await
+            .map_err(|e| e.to_string())?;
+        let limits = DecodeLimits {
+            cluster_id: Some(cfg.cluster_id),
+            frame_bytes_max: cfg.stream_frame_bytes_max,
+        };
+        match read_frame(&mut stream, &limits)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Frame {
+                message: Message::Snapshot(snapshot),
+                ..
+            } => Ok(snapshot),
+            other => Err(format!("unexpected {}", other.message.kind().name())),
+        }
+    };
+    let timeout = Duration::from_millis(cfg.request_timeout_ms.max(cfg.tcp_idle_ms));
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}

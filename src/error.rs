@@ -1,0 +1,97 @@
+//! The library's one error type.
+
+use std::net::SocketAddr;
+
+use crate::core::{ConfigError, RequestError};
+use crate::wire::ClientFailure;
+
+/// Why a call failed. Each variant says whether the replicated state may
+/// have changed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration cannot work. Nothing changed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Binding the sockets failed. Nothing changed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No leader was reachable before the request timeout. Nothing changed.
+    #[error("no leader reachable")]
+    NoLeader,
+    /// No outcome before the request timeout: a write may or may not have
+    /// committed. Writes are idempotent, so retrying is safe.
+    #[error("timed out; the outcome of a write is unknown")]
+    Timeout,
+    /// A limit was reached. Nothing changed.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// The change is larger than the limits allow. Nothing changed.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// This node is not (or no longer) a cluster member. Nothing changed.
+    #[error("not a member of a cluster")]
+    NotMember,
+    /// Another membership change or transfer is in progress. Nothing changed.
+    #[error("another membership change is in progress")]
+    ChangeInProgress,
+    /// The request was refused as invalid. Nothing changed.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The node has stopped. Nothing changed.
+    #[error("the node has stopped")]
+    Stopped,
+    /// A peer could not be reached or answered garbage. Nothing changed.
+    #[error("{addr}: {message}")]
+    Unreachable {
+        /// The peer.
+        addr: SocketAddr,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn from_request(error: RequestError) -> Error {
+        match error {
+            RequestError::NotLeader { .. } => Error::NoLeader,
+            RequestError::Uncertain | RequestError::Timeout => Error::Timeout,
+            RequestError::Busy { limit } => Error::Busy(limit.to_string()),
+            RequestError::NotMember => Error::NotMember,
+            RequestError::TooLarge { bytes, limit } => {
+                Error::TooLarge(format!("{bytes} bytes, limit {limit}"))
+            }
+            RequestError::NoTransferTarget => Error::Invalid("no voter to hand over to".into()),
+            RequestError::ChangeInProgress => Error::ChangeInProgress,
+        }
+    }
+
+    pub(crate) fn from_failure(failure: ClientFailure, message: String) -> Error {
+        match failure {
+            ClientFailure::NoLeader => Error::NoLeader,
+            ClientFailure::Timeout | ClientFailure::Uncertain => Error::Timeout,
+            ClientFailure::Busy => Error::Busy(message),
+            ClientFailure::TooLarge => Error::TooLarge(message),
+            ClientFailure::NotMember => Error::NotMember,
+            ClientFailure::Invalid => Error::Invalid(message),
+            ClientFailure::Stopping => Error::Stopped,
+        }
+    }
+
+    /// The wire category of this error, for a client response.
+    pub(crate) fn failure(&self) -> ClientFailure {
+        match self {
+            Error::NoLeader | Error::Unreachable { .. } => ClientFailure::NoLeader,
+            Error::Timeout => ClientFailure::Timeout,
+            Error::Busy(_) | Error::ChangeInProgress => ClientFailure::Busy,
+            Error::TooLarge(_) => ClientFailure::TooLarge,
+            Error::NotMember => ClientFailure::NotMember,
+            Error::Invalid(_) | Error::Config(_) | Error::Bind { .. } => ClientFailure::Invalid,
+            Error::Stopped => ClientFailure::Stopping,
+        }
+    }
+}
