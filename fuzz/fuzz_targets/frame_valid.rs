@@ -140,7 +140,10 @@ fn message(u: &mut Unstructured, kind: Kind) -> Result<Message> {
             incarnation: u.arbitrary()?,
         }),
         Kind::SnapshotRequest => Message::SnapshotRequest(SnapshotRequest),
-        Kind::FetchSnapshot => Message::FetchSnapshot(FetchSnapshot { base: log_id(u)? }),
+        Kind::FetchSnapshot => Message::FetchSnapshot(FetchSnapshot {
+            base: log_id(u)?,
+            from_leader: u.arbitrary()?,
+        }),
         Kind::ClientRequest => Message::ClientRequest(ClientRequest {
             request_id: u.arbitrary()?,
             op: client_op(u)?,

@@ -91,9 +91,15 @@ impl Core {
         &mut self,
         now: Millis,
         from: SocketAddr,
+        sender: NodeId,
         term: u64,
         request: PreVoteRequest,
     ) {
+        if self.was_removed(sender) {
+            // A member removed while it was cut off never heard of it: tell
+            // it to fetch the state, in which it will find itself gone.
+            return self.send_removal_notice(from);
+        }
         // A pre-vote changes nothing here: no term, no vote.
         let granted =
             term > self.term && self.up_to_date(request.last) && !self.heard_leader_recently(now);

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use super::replication::is_membership;
 use super::{Core, Event, Millis, RequestError, RequestId, RoleState};
 use crate::wire::{
-    Change, Heartbeat, Introduce, Leave, Member, Message, NodeId, Redirect, Welcome,
+    Change, FetchSnapshot, Introduce, Leave, LogId, Member, Message, NodeId, Redirect, Welcome,
 };
 
 /// Most members a cluster takes; further joins wait.
@@ -60,6 +60,9 @@ impl Core {
         let Some(joining) = &self.joining else {
             return false;
         };
+        if joining.rejoin {
+            return false;
+        }
         let me = self.cfg.addr;
         let lowest = joining.known.iter().next().copied() == Some(me);
         let all_unjoined = joining
@@ -293,38 +296,15 @@ impl Core {
                     }
                 }
             }
-            Change::RemoveMember(id) if Some(*id) == self.id => {
-                self.left = true;
-                self.events.push_back(Event::Left);
-                if let Some((request, _)) = self.leave.take() {
-                    self.done(request, Ok(version));
-                }
-                if leading {
-                    let term = self.term;
-                    self.become_follower(now, term, None);
-                }
-            }
+            Change::RemoveMember(id) if Some(*id) == self.id => self.removed(now, version),
             Change::RemoveMember(_) if leading => {
-                // Tell the removed member its removal committed (a leaving
-                // node waits for that); nothing else will reach it.
+                // Nothing else will reach the removed member: tell it.
                 if let Some(addr) = removed.and_then(|m| m.addr.parse().ok()) {
-                    self.send_commit_notice(addr);
+                    self.send_removal_notice(addr);
                 }
             }
             _ => {}
         }
-    }
-
-    fn send_commit_notice(&mut self, addr: SocketAddr) {
-        let RoleState::Leader(leader) = &self.role else {
-            return;
-        };
-        let heartbeat = Heartbeat {
-            last: self.log.last(),
-            commit: self.commit,
-            seq: leader.seq,
-        };
-        self.send(addr, Message::Heartbeat(heartbeat));
     }
 
     /// Leader upkeep each heartbeat: promote a caught-up learner, or remove
@@ -378,15 +358,79 @@ impl Core {
     }
 
     pub(super) fn on_leave(&mut self, now: Millis, from: SocketAddr, sender: NodeId) {
+        if self.was_removed(sender) {
+            return self.send_removal_notice(from);
+        }
         if !matches!(self.role, RoleState::Leader(_)) {
             return;
         }
         if self.config.contains_key(&sender) {
             self.propose_membership(now, Change::RemoveMember(sender));
-        } else if !self.state.members.contains_key(&sender) {
-            // Already removed: repeat the news of it.
-            self.send_commit_notice(from);
         }
+    }
+
+    /// Whether member `id` was added and then removed, as far as the
+    /// committed state shows: ids are never reused, so an id below the
+    /// next one to give that is not a member any more was removed.
+    pub(super) fn was_removed(&self, id: NodeId) -> bool {
+        id != NodeId::UNASSIGNED
+            && id.0 < self.state.next_member_id
+            && !self.state.members.contains_key(&id)
+            && !self.config.contains_key(&id)
+    }
+
+    /// Tells a removed member to fetch our state, where it will find itself
+    /// gone (a bare heartbeat would not do: its log may end before the
+    /// removal, and nobody replicates to it any more).
+    pub(super) fn send_removal_notice(&mut self, to: SocketAddr) {
+        let base = LogId {
+            term: self.log.term_at(self.commit).unwrap_or(0),
+            version: self.commit,
+        };
+        self.metrics.removal_notices += 1;
+        self.send(
+            to,
+            Message::FetchSnapshot(FetchSnapshot {
+                base,
+                from_leader: false,
+            }),
+        );
+    }
+
+    /// This node is no longer a member. After a `Leave` it stays out; a node
+    /// removed without asking (silent too long) joins again as a new member.
+    pub(super) fn removed(&mut self, now: Millis, version: u64) {
+        let leading = matches!(self.role, RoleState::Leader(_));
+        self.events.push_back(Event::Left);
+        if leading {
+            let term = self.term;
+            self.become_follower(now, term, None);
+        }
+        self.voter_until = None;
+        self.set_leader(None);
+        if let Some((request, _)) = self.leave.take() {
+            self.left = true;
+            return self.done(request, Ok(version));
+        }
+        // Forget the old id (its votes stay with it) and introduce ourselves
+        // again to everyone we know.
+        self.id = None;
+        let mut joining = super::Joining {
+            introduce_at: now,
+            ..super::Joining::default()
+        };
+        joining.known.extend(self.cfg.seeds.iter().copied());
+        joining.known.extend(
+            self.state
+                .members
+                .values()
+                .filter_map(|m| m.addr.parse::<SocketAddr>().ok())
+                .take(self.cfg.seeds_max),
+        );
+        joining.known.insert(self.cfg.addr);
+        // A cluster exists: never found a new one from here.
+        joining.rejoin = true;
+        self.joining = Some(joining);
     }
 
     /// Leave the cluster: a leader hands over first; a follower asks the
@@ -411,6 +455,7 @@ impl Core {
                 self.become_follower(now, term, None);
                 return self.done(request, Ok(self.commit));
             }
+            self.leave_sent_at = now;
             self.start_transfer(now, None);
         } else {
             self.send_leave(now);

@@ -35,6 +35,8 @@ pub struct CoreMetrics {
     pub snapshots_installed: u64,
     /// Times a follower was told to fetch a snapshot.
     pub snapshots_hinted: u64,
+    /// Times a removed member was told to fetch the state that shows it.
+    pub removal_notices: u64,
 }
 
 impl CoreMetrics {

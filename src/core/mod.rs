@@ -121,6 +121,8 @@ struct Joining {
     /// A leader address learned from a redirect.
     leader_hint: Option<SocketAddr>,
     introduce_at: Millis,
+    /// Set for a node removed from a cluster: it rejoins, never founds.
+    rejoin: bool,
 }
 
 /// A read forwarded to the leader, waiting for its index and then for
@@ -167,6 +169,8 @@ pub struct Core {
     next_forward_id: u64,
     leave: Option<(RequestId, Millis)>,
     leave_sent_at: Millis,
+    /// The `now` of the input being handled, for code deep in a handler.
+    clock: Millis,
     fetch_hint_at: Option<Millis>,
 
     transmits: VecDeque<Transmit>,
@@ -201,6 +205,7 @@ impl Core {
             next_forward_id: 1,
             leave: None,
             leave_sent_at: 0,
+            clock: now,
             fetch_hint_at: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -238,6 +243,7 @@ impl Core {
     }
 
     fn handle_bytes(&mut self, now: Millis, from: SocketAddr, bytes: &[u8], stream: bool) {
+        self.clock = now;
         self.metrics.frames_in += 1;
         self.metrics.bytes_in += bytes.len() as u64;
         let limits = DecodeLimits {
@@ -264,6 +270,7 @@ impl Core {
 
     /// Time has reached (or passed) [`Core::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Millis) {
+        self.clock = now;
         if let Some(until) = self.voter_until {
             if now >= until {
                 self.voter_until = None;
@@ -283,6 +290,7 @@ impl Core {
 
     /// A client command; its outcome arrives as [`Event::Done`].
     pub fn handle_command(&mut self, now: Millis, request: RequestId, command: Command) {
+        self.clock = now;
         match command {
             Command::Set { key, value } => {
                 self.propose_write(now, request, crate::wire::Change::Set { key, value })
@@ -304,6 +312,7 @@ impl Core {
     /// A snapshot fetched after [`Event::FetchSnapshot`]. Older than the
     /// committed state: ignored.
     pub fn handle_snapshot(&mut self, now: Millis, snapshot: Snapshot) {
+        self.clock = now;
         self.install_snapshot(now, snapshot);
         self.after_input(now);
     }
@@ -363,7 +372,11 @@ impl Core {
         }
         if let Some((_, deadline)) = self.leave {
             at(deadline);
-            at(self.leave_sent_at + self.cfg.heartbeat_ms * 2);
+            // A leader leaving is handing over first; it asks to be removed
+            // once it follows.
+            if !matches!(self.role, RoleState::Leader(_)) {
+                at(self.leave_sent_at + self.cfg.heartbeat_ms * 2);
+            }
         }
         next
     }
@@ -504,7 +517,7 @@ impl Core {
             return;
         }
         match message {
-            Message::PreVoteRequest(m) => self.on_pre_vote_request(now, from, term, m),
+            Message::PreVoteRequest(m) => self.on_pre_vote_request(now, from, sender, term, m),
             Message::PreVoteResponse(m) => self.on_pre_vote_response(now, sender, term, m),
             Message::VoteRequest(m) => self.on_vote_request(now, from, sender, term, m),
             message => {

@@ -80,7 +80,13 @@ impl Core {
             if hint_due {
                 progress.snapshot_hint_at = Some(now);
                 self.metrics.snapshots_hinted += 1;
-                self.send(addr, Message::FetchSnapshot(FetchSnapshot { base }));
+                self.send(
+                    addr,
+                    Message::FetchSnapshot(FetchSnapshot {
+                        base,
+                        from_leader: true,
+                    }),
+                );
             } else if heartbeat {
                 self.send(addr, Message::Heartbeat(Heartbeat { last, commit, seq }));
             }
@@ -367,7 +373,7 @@ impl Core {
         sender: NodeId,
         hint: FetchSnapshot,
     ) {
-        if !self.follow(now, sender, from) {
+        if hint.from_leader && !self.follow(now, sender, from) {
             return;
         }
         let retry_ms = self.cfg.election_timeout_ms;
@@ -407,6 +413,11 @@ impl Core {
         self.discover_own_id(now);
         self.events.push_back(Event::SnapshotInstalled { last });
         self.complete_forwarded_reads();
+        if let Some(id) = self.id {
+            if self.was_removed(id) {
+                self.removed(now, last.version);
+            }
+        }
     }
 
     /// Appends an entry made by this leader.
@@ -442,17 +453,12 @@ impl Core {
         self.config = config;
         let me = self.id;
         let next = self.log.last().version + 1;
-        let now_heard = match &self.role {
-            RoleState::Leader(leader) => leader.since.max(
-                leader
-                    .progress
-                    .values()
-                    .map(|p| p.last_heard)
-                    .max()
-                    .unwrap_or(0),
-            ),
-            _ => return,
-        };
+        if !matches!(self.role, RoleState::Leader(_)) {
+            return;
+        }
+        // A member new to the leader counts as heard now, or it would be
+        // removed as silent at the next heartbeat.
+        let now_heard = self.clock;
         let wanted: Vec<NodeId> = self
             .config
             .keys()

@@ -358,3 +358,42 @@ fn nodes_started_together_end_in_one_cluster() {
         assert_eq!(net.core(i).members().len(), 3, "node {i}");
     }
 }
+
+#[test]
+fn a_member_removed_while_cut_off_learns_it_and_rejoins() {
+    let mut net = Net::new();
+    net.start(0, vec![], 1);
+    for i in 1..4 {
+        net.start(i, vec![addr(0)], 1);
+    }
+    net.run(3000);
+    assert_eq!(net.core(0).members().len(), 4);
+    let old_id = net.core(3).id();
+    net.cut.push(3);
+    net.run(6000);
+    assert_eq!(
+        net.core(0).members().len(),
+        3,
+        "the silent member was removed"
+    );
+    net.cut.clear();
+    net.run(5000);
+    let members = net.core(0).members();
+    assert_eq!(members.len(), 4, "{members:?}");
+    assert!(net.core(3).is_member());
+    assert_ne!(net.core(3).id(), old_id, "it rejoined as a new member");
+}
+
+#[test]
+fn a_leaving_leader_hands_over_first_and_is_removed() {
+    let mut net = Net::three_node_cluster();
+    net.command(0, 1, Command::Leave);
+    net.run(2000);
+    assert!(matches!(net.done.get(&1), Some(Ok(_))), "{:?}", net.done);
+    let leaders = net.leaders();
+    assert_eq!(leaders.len(), 1);
+    assert_ne!(leaders[0], 0);
+    assert_eq!(net.core(leaders[0]).members().len(), 2);
+    assert!(!net.core(0).is_member());
+    assert_eq!(net.core(0).role(), Role::Follower);
+}

@@ -244,13 +244,17 @@ pub struct Welcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct SnapshotRequest;
 
-/// Leader to a follower that is new or further behind than the leader's
-/// change tail: fetch a snapshot (over TCP) from the sender.
+/// Fetch a snapshot (over TCP) from the sender: sent by the leader to a
+/// follower that is new or further behind than its change tail, and by any
+/// member to a removed one, which finds itself gone in the snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct FetchSnapshot {
     /// The oldest change the leader still holds; the follower needs a
     /// snapshot at least this recent.
     pub base: LogId,
+    /// Sent by the leader to a follower behind its log tail (the follower
+    /// follows it), rather than by any member to one that was removed.
+    pub from_leader: bool,
 }
 
 /// A request from a client (the CLI, or a node forwarding a write to the

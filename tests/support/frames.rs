@@ -306,7 +306,9 @@ pub fn message() -> impl Strategy<Value = Message> {
                     map: map.into_iter().collect(),
                 })
             ),
-        log_id().prop_map(|base| Message::FetchSnapshot(FetchSnapshot { base })),
+        (log_id(), any::<bool>()).prop_map(|(base, from_leader)| Message::FetchSnapshot(
+            FetchSnapshot { base, from_leader }
+        )),
         (any::<u64>(), client_op())
             .prop_map(|(request_id, op)| Message::ClientRequest(ClientRequest { request_id, op })),
         (any::<u64>(), client_reply()).prop_map(|(request_id, reply)| {
