@@ -1,0 +1,515 @@
+//! The `simple-raft` binary as a user runs it: processes on 127.0.0.1,
+//! talking over real sockets. Every child process is killed when its guard
+//! drops; every wait is a bounded poll on a condition.
+
+use std::io::Read;
+use std::net::{TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_simple-raft");
+/// Short timings so elections and failover take a fraction of a second.
+const TIMINGS: [&str; 6] = [
+    "--heartbeat-ms",
+    "20",
+    "--leader-timeout-ms",
+    "200",
+    "--election-timeout-ms",
+    "200",
+];
+/// The longest a cluster may take to reach a state the test waits for.
+const SETTLE: Duration = Duration::from_secs(15);
+/// The longest one CLI invocation may take.
+const INVOCATION: Duration = Duration::from_secs(15);
+
+/// A child process, killed and reaped when dropped. Its log, if any, is
+/// removed unless the test is failing.
+struct Proc {
+    child: Child,
+    log: Option<PathBuf>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(log) = &self.log {
+            if !thread::panicking() {
+                let _ = std::fs::remove_file(log);
+            }
+        }
+    }
+}
+
+impl Proc {
+    /// Waits (bounded) for the process to exit; returns its status code.
+    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process {} did not exit within {timeout:?}",
+                self.child.id()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// What one invocation of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    fn json(&self) -> Option<Value> {
+        if !self.ok() {
+            return None;
+        }
+        serde_json::from_str(self.stdout.trim()).ok()
+    }
+
+    /// An operational failure: status 1 and exactly one line on stderr.
+    fn assert_operational_failure(&self, says: &str) {
+        assert_eq!(self.code, Some(1), "{self:?}");
+        assert_eq!(self.stderr.lines().count(), 1, "{self:?}");
+        assert!(self.stderr.contains(says), "{self:?} should say {says:?}");
+    }
+}
+
+/// Runs the binary to completion, killing it after [`INVOCATION`].
+fn cli(args: &[&str]) -> Run {
+    let mut proc = Proc {
+        child: Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the binary"),
+        log: None,
+    };
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(proc.child.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(proc.child.stderr.take().expect("stderr")));
+    let code = proc.wait_exit(INVOCATION);
+    Run {
+        code,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// A port free on 127.0.0.1 for UDP and TCP alike, released for the caller.
+fn free_port() -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = udp.local_addr().expect("local addr").port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP");
+}
+
+fn addr(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+fn log_path(name: &str, port: u16) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-logs");
+    std::fs::create_dir_all(&dir).expect("create the log directory");
+    dir.join(format!("{name}-{port}.log"))
+}
+
+/// Starts `run` on `port`, joining through `join`; logs to a file that a
+/// failing test names.
+fn start_node(name: &str, port: u16, join: &[u16]) -> Proc {
+    let log = log_path(name, port);
+    eprintln!("node {} logs to {}", addr(port), log.display());
+    let listen = addr(port);
+    let mut args = vec!["run", "--listen", listen.as_str()];
+    args.extend(TIMINGS);
+    let join = join.iter().map(|p| addr(*p)).collect::<Vec<_>>().join(",");
+    if !join.is_empty() {
+        args.extend(["--join", join.as_str()]);
+    }
+    Proc {
+        child: Command::new(BIN)
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create the log file"))
+            .spawn()
+            .expect("spawn a node"),
+        log: Some(log),
+    }
+}
+
+/// Polls `check` every 50 ms until it gives a value or `timeout` passes.
+fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn status(port: u16) -> Option<Value> {
+    cli(&[
+        "status",
+        "--node",
+        &addr(port),
+        "--json",
+        "--timeout-ms",
+        "2000",
+    ])
+    .json()
+}
+
+fn get_json(port: u16, key: Option<&str>) -> Option<Value> {
+    let node = addr(port);
+    let mut args = vec![
+        "get",
+        "--node",
+        node.as_str(),
+        "--json",
+        "--timeout-ms",
+        "2000",
+    ];
+    args.extend(key);
+    cli(&args).json()
+}
+
+/// Waits until every node answers, all see the same `size` members and
+/// exactly one leader that all agree on; returns the leader's port.
+fn wait_for_one_leader(ports: &[u16], size: usize) -> u16 {
+    wait_until(
+        &format!("one leader and {size} members on {ports:?}"),
+        SETTLE,
+        || {
+            let statuses: Vec<Value> = ports.iter().map(|p| status(*p)).collect::<Option<_>>()?;
+            let leaders: Vec<&Value> = statuses.iter().filter(|s| s["state"] == "leader").collect();
+            let [leader] = leaders[..] else {
+                return None;
+            };
+            let leader_addr = leader["id"].as_str()?;
+            let agreed = statuses.iter().all(|s| {
+                s["leader"] == leader_addr
+                    && s["members"].as_array().map(Vec::len) == Some(size)
+                    && s["member_details"]
+                        .as_array()
+                        .is_some_and(|m| m.iter().all(|m| m["voter"] == true))
+            });
+            agreed.then(|| leader_addr.rsplit(':').next()?.parse().ok())?
+        },
+    )
+}
+
+#[test]
+fn help_for_every_subcommand_names_its_flags() {
+    let cases: [(&str, &[&str]); 8] = [
+        ("demo", &["--nodes"]),
+        (
+            "run",
+            &[
+                "--listen",
+                "--join",
+                "--data-dir",
+                "--heartbeat-ms",
+                "--leader-timeout-ms",
+                "--election-timeout-ms",
+                "--cluster-id",
+                "--cluster-key-file",
+                "--log-format",
+            ],
+        ),
+        (
+            "status",
+            &[
+                "--node",
+                "--json",
+                "--cluster-id",
+                "--cluster-key-file",
+                "--timeout-ms",
+            ],
+        ),
+        ("get", &["--node", "KEY", "--json", "--linearizable"]),
+        ("put", &["--node", "KEY", "VALUE", "--cluster-id"]),
+        ("delete", &["--node", "KEY", "--timeout-ms"]),
+        ("update", &["--node", "--file", "--cluster-key-file"]),
+        ("decode", &["--stream", "HEX"]),
+    ];
+    let top = cli(&["--help"]);
+    assert!(top.ok(), "{top:?}");
+    for (subcommand, flags) in cases {
+        assert!(
+            top.stdout.contains(subcommand),
+            "{top:?} lacks {subcommand}"
+        );
+        let help = cli(&[subcommand, "--help"]);
+        assert!(help.ok(), "{help:?}");
+        for flag in flags {
+            assert!(
+                help.stdout.contains(flag),
+                "{subcommand} --help lacks {flag}: {}",
+                help.stdout
+            );
+        }
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let cases: [&[&str]; 10] = [
+        &["frobnicate"],
+        &[],
+        &["status"],
+        &["status", "--node", "not-an-address"],
+        &["get", "--node", "127.0.0.1"],
+        &["put", "--node", "127.0.0.1:1", "key"],
+        &["run"],
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--join",
+            "127.0.0.1:1,nope",
+        ],
+        &["demo", "--nodes", "1"],
+        &["status", "--node", "127.0.0.1:1", "--timeout-ms", "zero"],
+    ];
+    for args in cases {
+        let run = cli(args);
+        assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
+        assert!(!run.stderr.is_empty(), "{args:?}: {run:?}");
+    }
+    // Options this version cannot honour are refused, not ignored.
+    let refused: [(&[&str], &str); 3] = [
+        (
+            &["run", "--listen", "127.0.0.1:0", "--data-dir", "state"],
+            "--data-dir: durable storage is not supported",
+        ),
+        (
+            &["run", "--listen", "127.0.0.1:0", "--cluster-key-file", "k"],
+            "--cluster-key-file",
+        ),
+        (
+            &["status", "--node", "127.0.0.1:1", "--cluster-key-file", "k"],
+            "--cluster-key-file",
+        ),
+    ];
+    for (args, says) in refused {
+        let run = cli(args);
+        assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {run:?}");
+        assert!(run.stderr.contains(says), "{args:?}: {run:?}");
+    }
+}
+
+#[test]
+fn operational_errors_exit_1_with_one_line() {
+    // Nothing listens on a port just released.
+    let silent = addr(free_port());
+    cli(&["status", "--node", &silent]).assert_operational_failure("cannot reach");
+    cli(&["put", "--node", &silent, "k", "v"]).assert_operational_failure("cannot reach");
+
+    let port = free_port();
+    let _node = start_node("single", port, &[]);
+    let node = addr(port);
+    wait_until("a single node to lead", SETTLE, || {
+        (status(port)?["state"] == "leader").then_some(())
+    });
+    let put = cli(&["put", "--node", &node, "kept", "yes"]);
+    assert!(put.ok() && put.stdout.starts_with("ok version="), "{put:?}");
+
+    cli(&["get", "--node", &node, "absent"]).assert_operational_failure("key not found");
+    cli(&["get", "--node", &node, "absent", "--json"]).assert_operational_failure("key not found");
+
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-maps-{port}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad_files = [
+        ("malformed.json", r#"{"a": "1""#, "not valid JSON"),
+        ("number.json", r#"{"a": 1}"#, "not a string"),
+        ("array.json", r#"["a"]"#, "JSON object"),
+    ];
+    for (name, text, says) in bad_files {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        cli(&["update", "--node", &node, "--file", file.to_str().unwrap()])
+            .assert_operational_failure(says);
+    }
+    let missing = dir.join("missing.json");
+    cli(&[
+        "update",
+        "--node",
+        &node,
+        "--file",
+        missing.to_str().unwrap(),
+    ])
+    .assert_operational_failure("cannot read");
+    // Nothing changed.
+    assert_eq!(get_json(port, None), Some(json!({"kept": "yes"})));
+
+    // A good file replaces the whole map; delete removes one key.
+    let file = dir.join("good.json");
+    std::fs::write(&file, r#"{"a": "1", "b": "two words"}"#).unwrap();
+    let update = cli(&["update", "--node", &node, "--file", file.to_str().unwrap()]);
+    assert!(update.ok(), "{update:?}");
+    assert_eq!(
+        get_json(port, None),
+        Some(json!({"a": "1", "b": "two words"}))
+    );
+    let delete = cli(&["delete", "--node", &node, "a"]);
+    assert!(delete.ok(), "{delete:?}");
+    let plain = cli(&["get", "--node", &node, "--linearizable"]);
+    assert_eq!(plain.stdout, "b=two words\n", "{plain:?}");
+    let value = cli(&["get", "--node", &node, "b"]);
+    assert_eq!(value.stdout, "two words\n", "{value:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_a_node_gracefully() {
+    let port = free_port();
+    let mut node = start_node("sigterm", port, &[]);
+    wait_until("the node to answer", SETTLE, || status(port));
+    signal(&node, "TERM");
+    assert_eq!(node.wait_exit(SETTLE), Some(0));
+}
+
+/// Sends a signal (by name) to a child process, through the shell's
+/// built-in `kill`.
+#[cfg(unix)]
+fn signal(proc: &Proc, name: &str) {
+    let sent = Command::new("sh")
+        .args([
+            "-c",
+            "kill -s \"$0\" \"$1\"",
+            name,
+            &proc.child.id().to_string(),
+        ])
+        .status()
+        .expect("run sh");
+    assert!(sent.success(), "kill -s {name} failed");
+}
+
+#[test]
+fn a_three_process_cluster_survives_its_leader_and_takes_a_node_back() {
+    let ports = [free_port(), free_port(), free_port()];
+    let mut procs = [
+        Some(start_node("cluster", ports[0], &[])),
+        Some(start_node("cluster", ports[1], &[ports[0]])),
+        Some(start_node("cluster", ports[2], &[ports[0]])),
+    ];
+
+    let leader = wait_for_one_leader(&ports, 3);
+    for port in ports {
+        let status = status(port).expect("status");
+        assert_eq!(status["id"], addr(port));
+        assert!(status["term"].as_u64().is_some_and(|t| t >= 1), "{status}");
+        assert!(status["version"].as_u64().is_some(), "{status}");
+    }
+
+    // A write through a follower reaches every node.
+    let follower = *ports.iter().find(|p| **p != leader).unwrap();
+    let put = cli(&["put", "--node", &addr(follower), "color", "blue"]);
+    assert!(put.ok() && put.stdout.starts_with("ok version="), "{put:?}");
+    for port in ports {
+        wait_until(&format!("color on {port}"), SETTLE, || {
+            (get_json(port, Some("color"))? == json!({"key": "color", "value": "blue"}))
+                .then_some(())
+        });
+    }
+
+    // kill -9 the leader; a survivor takes writes once a new leader exists.
+    let index = ports.iter().position(|p| *p == leader).unwrap();
+    drop(procs[index].take());
+    let survivors: Vec<u16> = ports.iter().copied().filter(|p| *p != leader).collect();
+    wait_until("a write after the leader's crash", SETTLE, || {
+        let node = addr(survivors[0]);
+        let put = cli(&[
+            "put",
+            "--node",
+            &node,
+            "size",
+            "large",
+            "--timeout-ms",
+            "2000",
+        ]);
+        put.ok().then_some(())
+    });
+    let expected = json!({"color": "blue", "size": "large"});
+    for port in &survivors {
+        wait_until(&format!("the map on {port}"), SETTLE, || {
+            (get_json(*port, None)? == expected).then_some(())
+        });
+    }
+
+    // A new process at the crashed node's address joins through the
+    // survivors and catches up.
+    procs[index] = Some(start_node("cluster-restarted", leader, &survivors));
+    wait_until("the restarted node to catch up", SETTLE, || {
+        (get_json(leader, None)? == expected).then_some(())
+    });
+    let restarted = status(leader).expect("status of the restarted node");
+    assert!(restarted["member_id"].as_u64().is_some(), "{restarted}");
+    // The new incarnation replaces the crashed one: three voters again.
+    let leader = wait_for_one_leader(&ports, 3);
+
+    // SIGTERM makes the leader hand over and leave before it exits.
+    #[cfg(not(unix))]
+    let _ = (leader, &mut procs);
+    #[cfg(unix)]
+    {
+        let index = ports.iter().position(|p| *p == leader).unwrap();
+        let mut leaving = procs[index].take().unwrap();
+        signal(&leaving, "TERM");
+        assert_eq!(leaving.wait_exit(SETTLE), Some(0));
+        let rest: Vec<u16> = ports.iter().copied().filter(|p| *p != leader).collect();
+        let new_leader = wait_for_one_leader(&rest, 2);
+        assert_ne!(new_leader, leader);
+        let put = cli(&["put", "--node", &addr(rest[0]), "left", "yes"]);
+        assert!(put.ok(), "{put:?}");
+    }
+}
+
+#[test]
+fn demo_narrates_election_failover_and_catch_up() {
+    let started = Instant::now();
+    let run = cli(&["demo"]);
+    assert!(run.ok(), "{run:?}");
+    assert!(started.elapsed() < INVOCATION);
+    for says in ["leader", "failover", "caught up", "final state"] {
+        assert!(
+            run.stdout.contains(says),
+            "demo output lacks {says:?}:\n{}",
+            run.stdout
+        );
+    }
+}
