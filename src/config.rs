@@ -34,6 +34,10 @@ pub struct Config {
     pub uncommitted_entries_max: usize,
     /// Writes and reads waiting for an outcome, per node.
     pub pending_requests_max: usize,
+    /// Longest key accepted in a write.
+    pub key_bytes_max: usize,
+    /// Longest value accepted in a write.
+    pub value_bytes_max: usize,
     /// Remove members silent this long (`None`: never).
     pub member_silence_ms: Option<u64>,
     /// Never remove silent members below this many voters.
@@ -68,6 +72,8 @@ impl Config {
             log_tail_entries_max: core.log_tail_entries_max,
             uncommitted_entries_max: core.uncommitted_entries_max,
             pending_requests_max: core.pending_requests_max,
+            key_bytes_max: core.key_bytes_max,
+            value_bytes_max: core.value_bytes_max,
             member_silence_ms: core.member_silence_ms,
             members_min: core.members_min,
             tcp_connections_max: 64,
@@ -120,6 +126,8 @@ impl Config {
         core.log_tail_entries_max = self.log_tail_entries_max;
         core.uncommitted_entries_max = self.uncommitted_entries_max;
         core.pending_requests_max = self.pending_requests_max;
+        core.key_bytes_max = self.key_bytes_max;
+        core.value_bytes_max = self.value_bytes_max;
         core.member_silence_ms = self.member_silence_ms;
         core.members_min = self.members_min;
         core.introduce_interval_ms = (self.leader_timeout_ms / 2).max(self.heartbeat_ms);

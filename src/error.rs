@@ -24,8 +24,9 @@ pub enum Error {
     #[error("no leader reachable")]
     NoLeader,
     /// No outcome before the request timeout: a write may or may not have
-    /// committed. Writes are idempotent, so retrying is safe.
-    #[error("timed out; the outcome of a write is unknown")]
+    /// committed (writes are idempotent, so retrying is safe); a read
+    /// changed nothing.
+    #[error("timed out")]
     Timeout,
     /// A limit was reached. Nothing changed.
     #[error("busy: {0}")]

@@ -37,6 +37,10 @@ pub struct CoreConfig {
     pub uncommitted_entries_max: usize,
     /// Requests (writes, reads) waiting for an outcome.
     pub pending_requests_max: usize,
+    /// Longest key accepted in a write.
+    pub key_bytes_max: usize,
+    /// Longest value accepted in a write.
+    pub value_bytes_max: usize,
     /// The leader removes members silent this long; `None` never does.
     pub member_silence_ms: Option<u64>,
     /// Never remove silent members below this many voters.
@@ -67,6 +71,8 @@ impl CoreConfig {
             log_tail_entries_max: 1024,
             uncommitted_entries_max: 256,
             pending_requests_max: 1024,
+            key_bytes_max: 4 * 1024,
+            value_bytes_max: 1024 * 1024,
             member_silence_ms: Some(30_000),
             members_min: 3,
             seeds_max: 64,
@@ -99,6 +105,9 @@ impl CoreConfig {
             || self.seeds_max == 0
         {
             return fail("log, request and seed limits must be at least 1");
+        }
+        if self.key_bytes_max == 0 || self.value_bytes_max == 0 {
+            return fail("key_bytes_max and value_bytes_max must be at least 1");
         }
         if self.introduce_interval_ms == 0 {
             return fail("introduce_interval_ms must be at least 1");

@@ -516,6 +516,25 @@ impl Core {
                 limit: "uncommitted_entries_max",
             });
         }
+        let too_long = |text: &str, limit: usize| {
+            (text.len() > limit).then_some(RequestError::TooLarge {
+                bytes: text.len(),
+                limit,
+            })
+        };
+        let (key_max, value_max) = (self.cfg.key_bytes_max, self.cfg.value_bytes_max);
+        let oversized = match change {
+            Change::Set { key, value } => too_long(key, key_max).or(too_long(value, value_max)),
+            Change::Remove { key } => too_long(key, key_max),
+            Change::Replace { set, remove } => set
+                .iter()
+                .find_map(|(k, v)| too_long(k, key_max).or(too_long(v, value_max)))
+                .or_else(|| remove.iter().find_map(|k| too_long(k, key_max))),
+            _ => None,
+        };
+        if let Some(error) = oversized {
+            return Err(error);
+        }
         let bytes = entry_bytes(&Entry {
             term: self.term,
             change: change.clone(),

@@ -397,3 +397,31 @@ fn a_leaving_leader_hands_over_first_and_is_removed() {
     assert!(!net.core(0).is_member());
     assert_eq!(net.core(0).role(), Role::Follower);
 }
+
+#[test]
+fn oversized_keys_and_values_are_refused_and_change_nothing() {
+    let mut net = Net::new();
+    net.start(0, vec![], 1);
+    let version = net.core(0).last_log_id().version;
+    let value = "v".repeat(net.core(0).cfg.value_bytes_max + 1);
+    net.command(
+        0,
+        1,
+        Command::Set {
+            key: "k".into(),
+            value,
+        },
+    );
+    assert!(matches!(
+        net.done.get(&1),
+        Some(Err(RequestError::TooLarge { .. }))
+    ));
+    let key = "k".repeat(net.core(0).cfg.key_bytes_max + 1);
+    let map = BTreeMap::from([(key, "v".to_string())]);
+    net.command(0, 2, Command::Update { map });
+    assert!(matches!(
+        net.done.get(&2),
+        Some(Err(RequestError::TooLarge { .. }))
+    ));
+    assert_eq!(net.core(0).last_log_id().version, version);
+}
