@@ -95,6 +95,9 @@ pub struct Metrics {
     pub tcp_rejected: u64,
     /// TCP connections closed for a bad frame.
     pub tcp_bad_frames: u64,
+    /// TCP connections closed idle, or stalled inside a frame, for
+    /// `tcp_idle_ms`.
+    pub tcp_idle_closed: u64,
     /// Snapshots sent to peers.
     pub snapshots_served: u64,
     /// Snapshots fetched from peers.
@@ -112,6 +115,7 @@ impl Metrics {
             stream_frames_dropped: get(&counters.stream_frames_dropped),
             tcp_rejected: get(&counters.tcp_rejected),
             tcp_bad_frames: get(&counters.tcp_bad_frames),
+            tcp_idle_closed: get(&counters.tcp_idle_closed),
             snapshots_served: get(&counters.snapshots_served),
             snapshots_fetched: get(&counters.snapshots_fetched),
             snapshot_fetch_errors: get(&counters.snapshot_fetch_errors),

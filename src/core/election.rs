@@ -213,18 +213,7 @@ impl Core {
             .config
             .keys()
             .filter(|id| **id != me)
-            .map(|id| {
-                (
-                    *id,
-                    super::Progress {
-                        next: last + 1,
-                        matched: 0,
-                        last_heard: now,
-                        acked_seq: 0,
-                        snapshot_hint_at: None,
-                    },
-                )
-            })
+            .map(|id| (*id, super::Progress::new(last + 1, now)))
             .collect();
         self.role = RoleState::Leader(Box::new(LeaderState {
             progress,
@@ -328,10 +317,14 @@ impl Core {
             }
             return;
         }
+        let recent = self.cfg.leader_timeout_ms;
         let target = leader
             .progress
             .iter()
             .filter(|(id, _)| self.config.get(id).is_some_and(|m| m.voter))
+            // A voter not heard from lately may be dead: handing over to it
+            // would leave the cluster leaderless until an election.
+            .filter(|(_, p)| p.last_heard + recent >= now)
             .max_by_key(|(id, p)| (p.matched, p.last_heard, std::cmp::Reverse(**id)))
             .map(|(id, _)| *id);
         let Some(target) = target else {

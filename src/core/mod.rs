@@ -65,6 +65,34 @@ struct Progress {
     acked_seq: u64,
     /// When it was last told to fetch a snapshot.
     snapshot_hint_at: Option<Millis>,
+    /// The last append sent and not yet acknowledged: a "not matched"
+    /// answer that only shows it has not arrived yet does not resend it
+    /// before `resend_at`.
+    in_flight: Option<InFlight>,
+}
+
+/// An append on its way to a follower.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    /// Its first version.
+    first: u64,
+    /// Its last version.
+    last: u64,
+    /// When it may be sent again if not acknowledged.
+    resend_at: Millis,
+}
+
+impl Progress {
+    fn new(next: u64, now: Millis) -> Progress {
+        Progress {
+            next,
+            matched: 0,
+            last_heard: now,
+            acked_seq: 0,
+            snapshot_hint_at: None,
+            in_flight: None,
+        }
+    }
 }
 
 /// A linearizable read waiting for its quorum round.

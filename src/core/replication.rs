@@ -61,6 +61,7 @@ impl Core {
         let base = self.log.base();
         let last = self.log.last();
         let commit = self.commit;
+        let commit_term = self.log.term_at(commit).unwrap_or(0);
         let hint_every = self.cfg.election_timeout_ms;
         let budget = self
             .cfg
@@ -73,7 +74,10 @@ impl Core {
         let Some(progress) = leader.progress.get_mut(&peer) else {
             return;
         };
-        if progress.next <= base.version {
+        // A member with an empty log (new, or rejoined) starts from a
+        // snapshot rather than a replay of the tail.
+        let empty_log = progress.matched == 0 && progress.next == 1 && commit > 0;
+        if progress.next <= base.version || empty_log {
             let hint_due = progress
                 .snapshot_hint_at
                 .is_none_or(|at| now >= at + hint_every);
@@ -83,7 +87,12 @@ impl Core {
                 self.send(
                     addr,
                     Message::FetchSnapshot(FetchSnapshot {
-                        base,
+                        // A snapshot of the committed state covers both the
+                        // compacted log and the new member's empty one.
+                        base: LogId {
+                            term: commit_term,
+                            version: commit,
+                        },
                         from_leader: true,
                     }),
                 );
@@ -105,6 +114,18 @@ impl Core {
                 entries.push(entry.clone());
             }
             progress.next = from + entries.len() as u64;
+            let resend_ms = if bytes > budget {
+                // Too large for a datagram: it goes over TCP, and resending
+                // it early would only queue another copy behind it.
+                self.cfg.election_timeout_ms
+            } else {
+                self.cfg.heartbeat_ms
+            };
+            progress.in_flight = Some(super::InFlight {
+                first: from,
+                last: progress.next - 1,
+                resend_at: now + resend_ms,
+            });
             let prev = LogId {
                 term: self.log.term_at(from - 1).unwrap_or(0),
                 version: from - 1,
@@ -138,8 +159,22 @@ impl Core {
         if ok {
             progress.matched = progress.matched.max(version);
             progress.next = progress.next.max(version + 1);
+            if progress
+                .in_flight
+                .is_some_and(|f| progress.matched >= f.last)
+            {
+                progress.in_flight = None;
+            }
         } else {
-            progress.next = (version + 1).max(progress.matched + 1);
+            // "Not there yet" for an append still on its way is no reason to
+            // send it again; a real mismatch, or a lost append, is.
+            let awaited = progress
+                .in_flight
+                .is_some_and(|f| version + 1 >= f.first && now < f.resend_at);
+            if !awaited {
+                progress.in_flight = None;
+                progress.next = (version + 1).max(progress.matched + 1);
+            }
         }
         let behind = progress.next <= last;
         self.maybe_commit(now);
@@ -469,13 +504,10 @@ impl Core {
         if let RoleState::Leader(leader) = &mut self.role {
             leader.progress.retain(|id, _| wanted.contains(id));
             for id in wanted {
-                leader.progress.entry(id).or_insert(Progress {
-                    next,
-                    matched: 0,
-                    last_heard: now_heard,
-                    acked_seq: 0,
-                    snapshot_hint_at: None,
-                });
+                leader
+                    .progress
+                    .entry(id)
+                    .or_insert_with(|| Progress::new(next, now_heard));
             }
         }
     }

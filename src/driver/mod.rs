@@ -67,6 +67,7 @@ pub(crate) struct DriverCounters {
     pub stream_frames_dropped: AtomicU64,
     pub tcp_rejected: AtomicU64,
     pub tcp_bad_frames: AtomicU64,
+    pub tcp_idle_closed: AtomicU64,
     pub snapshots_served: AtomicU64,
     pub snapshots_fetched: AtomicU64,
     pub snapshot_fetch_errors: AtomicU64,

@@ -39,7 +39,15 @@ pub(super) async fn serve(
             match tokio::time::timeout(idle, read_frame_bytes(&mut stream, limits.frame_bytes_max))
                 .await
             {
-                Err(_) | Ok(Err(ReadError::Closed)) => return,
+                Ok(Err(ReadError::Closed)) => return,
+                Err(_) => {
+                    // Idle, or stalled inside a frame: closed, and counted.
+                    shared
+                        .counters
+                        .tcp_idle_closed
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
                 Ok(Err(error)) => {
                     shared
                         .counters
