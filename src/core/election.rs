@@ -55,9 +55,39 @@ impl Core {
     pub(super) fn election_timeout(&mut self, now: Millis) {
         if !self.is_voter() {
             self.reset_election_timer(now);
-            return;
+            return self.probe();
         }
         self.start_pre_vote(now);
+    }
+
+    /// A member that cannot stand (a non-voter, or one whose log already
+    /// removes it) and hears no leader says it is there, to every address
+    /// it knows: a member that knows it was removed answers with the
+    /// removal notice, and a leader learns where its log ends. Without
+    /// this, a member whose removal notice was lost would wait forever.
+    fn probe(&mut self) {
+        let message = if self.leaving {
+            Message::Leave(crate::wire::Leave)
+        } else {
+            Message::HeartbeatAck(crate::wire::HeartbeatAck {
+                seq: 0,
+                matched: false,
+                version: self.log.last().version,
+            })
+        };
+        let mut targets: BTreeSet<SocketAddr> = self.cfg.seeds.iter().copied().collect();
+        targets.extend(self.leader.map(|(_, addr)| addr));
+        for member in self.config.values().chain(self.state.members.values()) {
+            if targets.len() >= self.cfg.seeds_max {
+                break;
+            }
+            if let Ok(addr) = member.addr.parse() {
+                targets.insert(addr);
+            }
+        }
+        for target in targets {
+            self.send(target, message.clone());
+        }
     }
 
     fn start_pre_vote(&mut self, now: Millis) {
@@ -91,15 +121,9 @@ impl Core {
         &mut self,
         now: Millis,
         from: SocketAddr,
-        sender: NodeId,
         term: u64,
         request: PreVoteRequest,
     ) {
-        if self.was_removed(sender) {
-            // A member removed while it was cut off never heard of it: tell
-            // it to fetch the state, in which it will find itself gone.
-            return self.send_removal_notice(from);
-        }
         // A pre-vote changes nothing here: no term, no vote.
         let granted =
             term > self.term && self.up_to_date(request.last) && !self.heard_leader_recently(now);

@@ -357,10 +357,7 @@ impl Core {
         }
     }
 
-    pub(super) fn on_leave(&mut self, now: Millis, from: SocketAddr, sender: NodeId) {
-        if self.was_removed(sender) {
-            return self.send_removal_notice(from);
-        }
+    pub(super) fn on_leave(&mut self, now: Millis, sender: NodeId) {
         if !matches!(self.role, RoleState::Leader(_)) {
             return;
         }
@@ -408,9 +405,12 @@ impl Core {
         }
         self.voter_until = None;
         self.set_leader(None);
-        if let Some((request, _)) = self.leave.take() {
+        if self.leaving {
             self.left = true;
-            return self.done(request, Ok(version));
+            if let Some((request, _)) = self.leave.take() {
+                self.done(request, Ok(version));
+            }
+            return;
         }
         // Forget the old id (its votes stay with it) and introduce ourselves
         // again to everyone we know.
@@ -444,6 +444,7 @@ impl Core {
         }
         let deadline = now + 4 * (self.cfg.election_timeout_ms + self.cfg.leader_timeout_ms);
         self.leave = Some((request, deadline));
+        self.leaving = true;
         if let RoleState::Leader(_) = self.role {
             let others = self.voters().filter(|id| Some(*id) != self.id).count();
             if others == 0 {

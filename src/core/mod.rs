@@ -196,6 +196,9 @@ pub struct Core {
     forwarded_reads: BTreeMap<u64, ForwardedRead>,
     next_forward_id: u64,
     leave: Option<(RequestId, Millis)>,
+    /// Set by a leave request and kept after it times out: when this node
+    /// finds itself removed, it stays out.
+    leaving: bool,
     leave_sent_at: Millis,
     /// The `now` of the input being handled, for code deep in a handler.
     clock: Millis,
@@ -232,6 +235,7 @@ impl Core {
             forwarded_reads: BTreeMap::new(),
             next_forward_id: 1,
             leave: None,
+            leaving: false,
             leave_sent_at: 0,
             clock: now,
             fetch_hint_at: None,
@@ -544,8 +548,13 @@ impl Core {
             self.metrics.dropped_not_member += 1;
             return;
         }
+        if self.was_removed(sender) {
+            // Whatever a removed member says, the answer is that it was
+            // removed: it may have missed the news.
+            return self.send_removal_notice(from);
+        }
         match message {
-            Message::PreVoteRequest(m) => self.on_pre_vote_request(now, from, sender, term, m),
+            Message::PreVoteRequest(m) => self.on_pre_vote_request(now, from, term, m),
             Message::PreVoteResponse(m) => self.on_pre_vote_response(now, sender, term, m),
             Message::VoteRequest(m) => self.on_vote_request(now, from, sender, term, m),
             message => {
@@ -586,7 +595,7 @@ impl Core {
                     Message::AppendAck(m) => self.on_ack(now, sender, m.seq, m.success, m.version),
                     Message::FetchSnapshot(m) => self.on_fetch_snapshot(now, from, sender, m),
                     Message::TimeoutNow(_) => self.on_timeout_now(now, sender),
-                    Message::Leave(_) => self.on_leave(now, from, sender),
+                    Message::Leave(_) => self.on_leave(now, sender),
                     Message::ReadIndexRequest(m) => self.on_read_index_request(now, from, m),
                     Message::ReadIndexResponse(m) => self.on_read_index_response(now, m),
                     Message::SnapshotRequest(_) | Message::Snapshot(_) => {
