@@ -2,9 +2,45 @@
 //! `String -> String` map and an election number — in sync across the nodes
 //! of a LAN cluster, with one elected leader as the source of record.
 //!
-//! The crate is layered so that dependencies point one way:
-//! [`wire`] (frames and messages, pure functions over bytes) is used by the
-//! protocol core, which is used by the networked driver and the CLI.
+//! A service embeds a [`Node`]: it starts it with its address, the nodes to
+//! contact, and the original design's three timings (update interval,
+//! leader timeout, election timeout); it watches the node's [`State`] to
+//! know whether it leads; it writes with [`Node::update`] (the whole map),
+//! [`Node::set`] and [`Node::remove`], which return once a majority has the
+//! change, from any node (writes are forwarded to the leader).
+//!
+//! ```
+//! use std::time::Duration;
+//! use simple_raft::{Node, State};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), simple_raft::Error> {
+//! // No nodes to contact: this node founds a cluster, and leads it.
+//! let node = Node::init(
+//!     "127.0.0.1:0",
+//!     &[],
+//!     Duration::from_millis(50),  // update (heartbeat) interval
+//!     Duration::from_millis(500), // leader timeout
+//!     Duration::from_millis(500), // election timeout
+//! )
+//! .await?;
+//! node.wait_for(Duration::from_secs(5), |s| s.state == State::Leader).await?;
+//!
+//! let version = node.set("owner", "scheduler-1").await?; // committed
+//! assert_eq!(node.get("owner").await?.as_deref(), Some("scheduler-1"));
+//! assert!(node.status().version >= version);
+//!
+//! // Others join with `Node::init(their_addr, &[this_addr], ...)`.
+//! node.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The crate is layered so that dependencies point one way: [`wire`]
+//! (frames and messages, pure functions over bytes) is used by [`core`]
+//! (the Raft state machine, without I/O: time and randomness are passed
+//! in), which is driven by a tokio task per node behind the [`Node`]
+//! handle and the command line.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
