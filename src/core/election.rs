@@ -13,7 +13,11 @@ use crate::wire::{
 impl Core {
     /// Voters of the current configuration.
     pub(super) fn voters(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.config.values().filter(|m| m.voter).map(|m| m.id)
+        self.state
+            .members
+            .values()
+            .filter(|m| m.voter)
+            .map(|m| m.id)
     }
 
     /// Votes (or acknowledgements) needed: a majority of the voters.
@@ -23,7 +27,7 @@ impl Core {
 
     pub(super) fn is_voter(&self) -> bool {
         self.id
-            .is_some_and(|id| self.config.get(&id).is_some_and(|m| m.voter))
+            .is_some_and(|id| self.state.members.get(&id).is_some_and(|m| m.voter))
     }
 
     /// Whether a log ending at `last` is at least as up to date as ours
@@ -77,7 +81,7 @@ impl Core {
         };
         let mut targets: BTreeSet<SocketAddr> = self.cfg.seeds.iter().copied().collect();
         targets.extend(self.leader.map(|(_, addr)| addr));
-        for member in self.config.values().chain(self.state.members.values()) {
+        for member in self.state.members.values() {
             if targets.len() >= self.cfg.seeds_max {
                 break;
             }
@@ -148,7 +152,7 @@ impl Core {
             }
             return;
         }
-        if term != self.term + 1 || !self.config.get(&sender).is_some_and(|m| m.voter) {
+        if term != self.term + 1 || !self.state.members.get(&sender).is_some_and(|m| m.voter) {
             return;
         }
         let quorum = self.quorum();
@@ -216,7 +220,7 @@ impl Core {
     }
 
     pub(super) fn on_vote_response(&mut self, now: Millis, sender: NodeId, response: VoteResponse) {
-        if !response.granted || !self.config.get(&sender).is_some_and(|m| m.voter) {
+        if !response.granted || !self.state.members.get(&sender).is_some_and(|m| m.voter) {
             return;
         }
         let quorum = self.quorum();
@@ -234,7 +238,8 @@ impl Core {
         self.voter_until = None;
         let last = self.log.last().version;
         let progress = self
-            .config
+            .state
+            .members
             .keys()
             .filter(|id| **id != me)
             .map(|id| (*id, super::Progress::new(last + 1, now)))
@@ -249,6 +254,7 @@ impl Core {
             writes: BTreeMap::new(),
             reads: Vec::new(),
             transfer: None,
+            retiring: None,
         }));
         self.set_leader(Some((me, self.cfg.addr)));
         // A leader commits entries of earlier terms only through one of its
@@ -315,6 +321,9 @@ impl Core {
                 incarnation: self.cfg.incarnation,
             }),
         });
+        // The founder's membership is the cluster's first fact: there is
+        // nobody else to agree to it, so it is committed as it is written.
+        self.apply_to(now, 1);
         self.become_leader(now);
     }
 
@@ -345,7 +354,7 @@ impl Core {
         let target = leader
             .progress
             .iter()
-            .filter(|(id, _)| self.config.get(id).is_some_and(|m| m.voter))
+            .filter(|(id, _)| self.state.members.get(id).is_some_and(|m| m.voter))
             // A voter not heard from lately may be dead: handing over to it
             // would leave the cluster leaderless until an election.
             .filter(|(_, p)| p.last_heard + recent >= now)
@@ -411,7 +420,8 @@ impl Core {
         }
         leader.check_quorum_at = now + window;
         let heard = self
-            .config
+            .state
+            .members
             .values()
             .filter(|m| m.voter)
             .filter(|m| {

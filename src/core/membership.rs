@@ -139,7 +139,8 @@ impl Core {
     fn admit(&mut self, now: Millis, addr: SocketAddr, incarnation: u64) {
         let addr_text = addr.to_string();
         let existing = self
-            .config
+            .state
+            .members
             .values()
             .find(|m| m.addr == addr_text)
             .map(|m| (m.id, m.incarnation));
@@ -156,7 +157,7 @@ impl Core {
             }
             Some(_) => {}
             None => {
-                if self.config.len() >= MEMBERS_MAX {
+                if self.state.members.len() >= MEMBERS_MAX {
                     return;
                 }
                 let id = NodeId(self.next_member_id());
@@ -175,7 +176,13 @@ impl Core {
 
     /// Ids are never reused: past every committed and pending member.
     fn next_member_id(&self) -> u32 {
-        let past_config = self.config.keys().map(|id| id.0 + 1).max().unwrap_or(1);
+        let past_config = self
+            .state
+            .members
+            .keys()
+            .map(|id| id.0 + 1)
+            .max()
+            .unwrap_or(1);
         self.state.next_member_id.max(past_config).max(1)
     }
 
@@ -296,7 +303,13 @@ impl Core {
                     }
                 }
             }
-            Change::RemoveMember(id) if Some(*id) == self.id => self.removed(now, version),
+            Change::RemoveMember(id) if Some(*id) == self.id => {
+                if leading {
+                    self.start_retiring(now, version);
+                } else {
+                    self.removed(now, version);
+                }
+            }
             Change::RemoveMember(_) if leading => {
                 // Nothing else will reach the removed member: tell it.
                 if let Some(addr) = removed.and_then(|m| m.addr.parse().ok()) {
@@ -314,12 +327,13 @@ impl Core {
         let RoleState::Leader(leader) = &self.role else {
             return;
         };
-        if leader.transfer.is_some() || self.config_change_pending() {
+        if leader.transfer.is_some() || leader.retiring.is_some() || self.config_change_pending() {
             return;
         }
         let recent = self.cfg.leader_timeout_ms;
         let promote = self
-            .config
+            .state
+            .members
             .values()
             .filter(|m| !m.voter)
             .find(|m| {
@@ -341,7 +355,8 @@ impl Core {
         }
         let voters = self.voters().count();
         let silent = self
-            .config
+            .state
+            .members
             .values()
             .filter(|m| Some(m.id) != self.id)
             .filter(|m| !m.voter || voters > self.cfg.members_min)
@@ -361,7 +376,7 @@ impl Core {
         if !matches!(self.role, RoleState::Leader(_)) {
             return;
         }
-        if self.config.contains_key(&sender) {
+        if self.state.members.contains_key(&sender) {
             self.propose_membership(now, Change::RemoveMember(sender));
         }
     }
@@ -373,7 +388,6 @@ impl Core {
         id != NodeId::UNASSIGNED
             && id.0 < self.state.next_member_id
             && !self.state.members.contains_key(&id)
-            && !self.config.contains_key(&id)
     }
 
     /// Tells a removed member to fetch our state, where it will find itself
@@ -392,6 +406,48 @@ impl Core {
                 from_leader: false,
             }),
         );
+    }
+
+    /// A leader whose own removal committed: one more heartbeat round
+    /// carries the commit to the remaining members, which count quorums in
+    /// the committed membership and would otherwise still count this node.
+    fn start_retiring(&mut self, now: Millis, version: u64) {
+        let deadline = now + 2 * self.cfg.election_timeout_ms;
+        self.broadcast(now);
+        if let RoleState::Leader(leader) = &mut self.role {
+            leader.retiring = Some(super::Retiring {
+                seq: leader.seq,
+                version,
+                deadline,
+            });
+        }
+        self.check_retired(now);
+    }
+
+    /// Steps a retiring leader down once a quorum of the remaining voters
+    /// has acknowledged the round that carried its removal, or at its
+    /// deadline. Returns whether it stepped down.
+    pub(super) fn check_retired(&mut self, now: Millis) -> bool {
+        let RoleState::Leader(leader) = &self.role else {
+            return false;
+        };
+        let Some(retiring) = leader.retiring else {
+            return false;
+        };
+        let acked = self
+            .voters()
+            .filter(|id| {
+                leader
+                    .progress
+                    .get(id)
+                    .is_some_and(|p| p.acked_seq >= retiring.seq)
+            })
+            .count();
+        if acked < self.quorum() && now < retiring.deadline {
+            return false;
+        }
+        self.removed(now, retiring.version);
+        true
     }
 
     /// This node is no longer a member. After a `Leave` it stays out; a node

@@ -128,6 +128,20 @@ struct LeaderState {
     writes: BTreeMap<u64, RequestId>,
     reads: Vec<PendingRead>,
     transfer: Option<Transfer>,
+    /// Set once this leader's own removal is committed: it stays on until
+    /// the remaining members have heard of the commit (membership takes
+    /// effect when committed, so they need to know), then steps down.
+    retiring: Option<Retiring>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Retiring {
+    /// The heartbeat round that carries the commit of the removal.
+    seq: u64,
+    /// The removal's version.
+    version: u64,
+    /// Steps down then even without a quorum's acknowledgement.
+    deadline: Millis,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -188,9 +202,6 @@ pub struct Core {
     log: Log,
     commit: u64,
     state: State,
-    /// Members with uncommitted membership changes applied: the
-    /// configuration quorums are counted in (Raft §6).
-    config: BTreeMap<NodeId, Member>,
 
     joining: Option<Joining>,
     forwarded_reads: BTreeMap<u64, ForwardedRead>,
@@ -230,7 +241,6 @@ impl Core {
             log: Log::default(),
             commit: 0,
             state: State::default(),
-            config: BTreeMap::new(),
             joining: None,
             forwarded_reads: BTreeMap::new(),
             next_forward_id: 1,
@@ -657,7 +667,8 @@ impl Core {
     /// The address of member `id` in the current configuration.
     fn addr_of(&self, id: NodeId) -> Option<SocketAddr> {
         let member = self
-            .config
+            .state
+            .members
             .get(&id)
             .or_else(|| self.state.members.get(&id))?;
         member.addr.parse().ok()

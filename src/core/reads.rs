@@ -96,7 +96,8 @@ impl Core {
             return;
         };
         let confirmed = |seq: u64| {
-            self.config
+            self.state
+                .members
                 .values()
                 .filter(|m| m.voter)
                 .filter(|m| {
