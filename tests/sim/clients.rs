@@ -1,0 +1,278 @@
+//! Client requests and what their answers promise: an acknowledged write is
+//! exactly the committed change at its version; a linearizable read is at
+//! least every write acknowledged before it was issued.
+
+use std::collections::BTreeMap;
+
+use simple_raft::core::{Command, Millis, RequestError, RequestId};
+use simple_raft::wire::{Change, NodeId};
+
+use super::model::History;
+
+/// What a client asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Set a key (values are unique per run, so the change is recognisable).
+    Set { key: String, value: String },
+    /// Remove a key.
+    Remove { key: String },
+    /// Replace the whole map.
+    Update { map: BTreeMap<String, String> },
+    /// Linearizable read.
+    Read,
+    /// The node leaves; `id` is its member id when asked.
+    Leave { id: Option<NodeId> },
+    /// The leader hands over.
+    Transfer,
+}
+
+impl Op {
+    /// The core command for this request.
+    pub fn command(&self) -> Command {
+        match self {
+            Op::Set { key, value } => Command::Set {
+                key: key.clone(),
+                value: value.clone(),
+            },
+            Op::Remove { key } => Command::Remove { key: key.clone() },
+            Op::Update { map } => Command::Update { map: map.clone() },
+            Op::Read => Command::ReadLinearizable,
+            Op::Leave { .. } => Command::Leave,
+            Op::Transfer => Command::TransferLeadership,
+        }
+    }
+
+    /// Whether a client may send it again to the leader it was told of.
+    pub fn retries(&self) -> bool {
+        matches!(
+            self,
+            Op::Set { .. } | Op::Remove { .. } | Op::Update { .. } | Op::Read
+        )
+    }
+}
+
+/// A request waiting for its answer.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The slot it was sent to.
+    pub node: usize,
+    /// The incarnation of the node there.
+    pub incarnation: u64,
+    /// What it asks.
+    pub op: Op,
+    /// When the client first issued it (retries keep the first time).
+    pub issued_at: Millis,
+    /// The highest version acknowledged to any client before it was issued.
+    pub acked_before: u64,
+    /// The node's term when issued.
+    pub term_at_issue: u64,
+    /// How many redirects it followed.
+    pub hops: u32,
+}
+
+/// An acknowledged write.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    /// The request.
+    pub request: RequestId,
+    /// The committed version it was acknowledged with.
+    pub version: u64,
+    /// What it asked.
+    pub op: Op,
+}
+
+/// What the sim should do after an answer.
+#[derive(Debug)]
+pub enum After {
+    /// Nothing.
+    Nothing,
+    /// Send the request again to this address.
+    Retry {
+        /// Where.
+        leader: std::net::SocketAddr,
+        /// The request as first issued.
+        request: Request,
+    },
+}
+
+/// Every client request of a run.
+#[derive(Debug, Default)]
+pub struct Clients {
+    next_request: RequestId,
+    /// Requests without an answer yet.
+    pub pending: BTreeMap<RequestId, Request>,
+    /// Every answer, by request.
+    pub results: BTreeMap<RequestId, Result<u64, RequestError>>,
+    /// Acknowledged writes.
+    pub acked: Vec<Ack>,
+    /// The highest acknowledged version.
+    pub acked_max: u64,
+    /// Answers by outcome, for the run's summary.
+    pub outcomes: BTreeMap<&'static str, u64>,
+    /// Whether to follow `NotLeader` redirects.
+    pub follow_redirects: bool,
+}
+
+impl Clients {
+    /// Registers a new request and returns its id.
+    pub fn issue(&mut self, mut request: Request) -> RequestId {
+        self.next_request += 1;
+        if request.hops == 0 {
+            request.acked_before = self.acked_max;
+        }
+        self.pending.insert(self.next_request, request);
+        self.next_request
+    }
+
+    /// Requests at a node that crashed or left get no answer.
+    pub fn lost(&mut self, node: usize) {
+        self.pending.retain(|_, r| r.node != node);
+    }
+
+    /// Checks an answer given by `node`, whose committed version is now
+    /// `commit`.
+    pub fn done(
+        &mut self,
+        node: usize,
+        request: RequestId,
+        result: &Result<u64, RequestError>,
+        commit: u64,
+        history: &History,
+    ) -> Result<After, String> {
+        let Some(asked) = self.pending.remove(&request) else {
+            return Err(format!(
+                "answer to request {request}, which is unknown or already answered"
+            ));
+        };
+        if asked.node != node {
+            return Err(format!(
+                "request {request} was sent to n{} but answered by n{node}",
+                asked.node
+            ));
+        }
+        self.results.insert(request, result.clone());
+        *self
+            .outcomes
+            .entry(outcome_name(&asked.op, result))
+            .or_insert(0) += 1;
+        match (result, &asked.op) {
+            (Ok(version), Op::Read) => {
+                if *version < asked.acked_before {
+                    return Err(format!(
+                        "linearizable read {request} returned version {version}, but version {} \
+                         was acknowledged before it was issued",
+                        asked.acked_before
+                    ));
+                }
+                if commit < *version {
+                    return Err(format!(
+                        "linearizable read {request} returned version {version} while the node \
+                         is only at {commit}"
+                    ));
+                }
+                if *version > history.last() {
+                    return Err(format!(
+                        "linearizable read {request} returned version {version}, beyond every \
+                         committed version ({})",
+                        history.last()
+                    ));
+                }
+            }
+            (Ok(term), Op::Transfer) => {
+                if *term <= asked.term_at_issue {
+                    return Err(format!(
+                        "transfer {request} reported term {term}, not after the term it was \
+                         asked in ({})",
+                        asked.term_at_issue
+                    ));
+                }
+            }
+            (Ok(version), op) => {
+                let ack = Ack {
+                    request,
+                    version: *version,
+                    op: op.clone(),
+                };
+                check_ack(&ack, history)?;
+                self.acked_max = self.acked_max.max(*version);
+                self.acked.push(ack);
+            }
+            (
+                Err(RequestError::NotLeader {
+                    leader: Some(leader),
+                }),
+                op,
+            ) if self.follow_redirects && op.retries() && asked.hops < 3 => {
+                return Ok(After::Retry {
+                    leader: *leader,
+                    request: asked,
+                });
+            }
+            (Err(_), _) => {}
+        }
+        Ok(After::Nothing)
+    }
+
+    /// Checks every acknowledged write against the final history.
+    pub fn check_all(&self, history: &History) -> Result<(), String> {
+        self.acked
+            .iter()
+            .try_for_each(|ack| check_ack(ack, history))
+    }
+}
+
+/// An acknowledged write must be the committed change at its version.
+fn check_ack(ack: &Ack, history: &History) -> Result<(), String> {
+    let v = ack.version;
+    let Some(committed) = history.entries.get(&v) else {
+        return Err(format!(
+            "request {} acknowledged with version {v}, which no node has applied",
+            ack.request
+        ));
+    };
+    let ok = match &ack.op {
+        Op::Set { key, value } => {
+            committed.change
+                == Change::Set {
+                    key: key.clone(),
+                    value: value.clone(),
+                }
+        }
+        Op::Remove { key } => committed.change == Change::Remove { key: key.clone() },
+        Op::Update { map } => {
+            matches!(committed.change, Change::Replace { .. })
+                && history.state(v).is_some_and(|(s, _, _)| &s.map == map)
+        }
+        // The leaving node may learn of its removal later (from a snapshot
+        // or a notice): the removal committed at or before `v`.
+        Op::Leave { id } => id.is_some_and(|id| {
+            history
+                .entries
+                .range(..=v)
+                .any(|(_, c)| c.change == Change::RemoveMember(id))
+        }),
+        Op::Read | Op::Transfer => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "request {} ({:?}) acknowledged with version {v}, but version {v} committed {:?}",
+            ack.request, ack.op, committed.change
+        ))
+    }
+}
+
+fn outcome_name(op: &Op, result: &Result<u64, RequestError>) -> &'static str {
+    let write = !matches!(op, Op::Read);
+    match result {
+        Ok(_) if write => "write ok",
+        Ok(_) => "read ok",
+        Err(RequestError::NotLeader { .. }) => "not leader",
+        Err(RequestError::Uncertain) => "uncertain",
+        Err(RequestError::Timeout) => "timeout",
+        Err(RequestError::NotMember) => "not member",
+        Err(RequestError::ChangeInProgress) => "change in progress",
+        Err(_) => "other error",
+    }
+}

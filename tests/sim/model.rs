@@ -1,0 +1,165 @@
+//! The reference history: every committed change, in version order, as the
+//! nodes reported applying them, and the state each version leads to,
+//! computed here independently of the core.
+
+use std::collections::BTreeMap;
+
+use simple_raft::wire::{Change, Member, NodeId};
+
+use super::trace::hash_of;
+
+/// The replicated state after a version, as this model computes it.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    /// The map.
+    pub map: BTreeMap<String, String>,
+    /// The members, by id.
+    pub members: BTreeMap<NodeId, Member>,
+}
+
+impl State {
+    /// Applies one committed change.
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Noop => {}
+            Change::Set { key, value } => {
+                self.map.insert(key.clone(), value.clone());
+            }
+            Change::Remove { key } => {
+                self.map.remove(key);
+            }
+            Change::Replace { set, remove } => {
+                for key in remove {
+                    self.map.remove(key);
+                }
+                for (key, value) in set {
+                    self.map.insert(key.clone(), value.clone());
+                }
+            }
+            Change::AddMember(m) => {
+                self.members.insert(m.id, m.clone());
+            }
+            Change::PromoteMember(id) => {
+                if let Some(m) = self.members.get_mut(id) {
+                    m.voter = true;
+                }
+            }
+            Change::RemoveMember(id) => {
+                self.members.remove(id);
+            }
+        }
+    }
+
+    /// Hash of the map (the core's digest uses its own function).
+    pub fn map_hash(&self) -> u64 {
+        hash_of(&self.map)
+    }
+}
+
+/// Hash of a member list, in id order.
+pub fn members_hash(members: &[Member]) -> u64 {
+    let mut sorted: Vec<&Member> = members.iter().collect();
+    sorted.sort_by_key(|m| m.id);
+    hash_of(&sorted)
+}
+
+/// One committed change, with what is known about when it committed.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The term of the entry.
+    pub term: u64,
+    /// The change.
+    pub change: Change,
+    /// The lowest term in which a node was seen to apply it: every leader
+    /// of a later term must hold it.
+    pub seen_in_term: u64,
+}
+
+/// Every committed change and the states they lead to.
+#[derive(Debug, Default)]
+pub struct History {
+    /// By version.
+    pub entries: BTreeMap<u64, Committed>,
+    /// `states[v]`: the state after version `v` (`states[0]` is empty),
+    /// known for versions with no gap below them.
+    states: Vec<(State, u64, u64)>,
+    head: State,
+}
+
+impl History {
+    /// An empty history.
+    pub fn new() -> History {
+        let head = State::default();
+        let hashes = (head.map_hash(), members_hash(&[]));
+        History {
+            entries: BTreeMap::new(),
+            states: vec![(head.clone(), hashes.0, hashes.1)],
+            head,
+        }
+    }
+
+    /// Records that a node in term `node_term` applied `(version, term,
+    /// change)`; an error if that version committed differently before.
+    pub fn applied(
+        &mut self,
+        version: u64,
+        term: u64,
+        change: &Change,
+        node_term: u64,
+    ) -> Result<(), String> {
+        if version == 0 {
+            return Err("applied version 0".into());
+        }
+        if let Some(known) = self.entries.get_mut(&version) {
+            if known.term != term || &known.change != change {
+                return Err(format!(
+                    "committed change differs at version {version}: history has (term {}, {:?}), \
+                     node applied (term {term}, {change:?})",
+                    known.term, known.change
+                ));
+            }
+            known.seen_in_term = known.seen_in_term.min(node_term);
+            return Ok(());
+        }
+        self.entries.insert(
+            version,
+            Committed {
+                term,
+                change: change.clone(),
+                seen_in_term: node_term,
+            },
+        );
+        while let Some(next) = self.entries.get(&(self.states.len() as u64)) {
+            self.head.apply(&next.change);
+            let members: Vec<Member> = self.head.members.values().cloned().collect();
+            let hashes = (self.head.map_hash(), members_hash(&members));
+            self.states.push((self.head.clone(), hashes.0, hashes.1));
+        }
+        Ok(())
+    }
+
+    /// The model's state after `version`, with its map and member hashes.
+    pub fn state(&self, version: u64) -> Option<&(State, u64, u64)> {
+        self.states.get(version as usize)
+    }
+
+    /// The highest version with a known state.
+    pub fn known_upto(&self) -> u64 {
+        self.states.len() as u64 - 1
+    }
+
+    /// The highest version a node applied while its term was below
+    /// `term`: a leader of `term` must hold it.
+    pub fn committed_before_term(&self, term: u64) -> Option<(u64, &Committed)> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|(_, c)| c.seen_in_term < term)
+            .map(|(&v, c)| (v, c))
+    }
+
+    /// The highest committed version.
+    pub fn last(&self) -> u64 {
+        self.entries.keys().next_back().copied().unwrap_or(0)
+    }
+}

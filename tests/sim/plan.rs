@@ -1,0 +1,81 @@
+//! Everything about a run that is drawn from its seed: the cluster size,
+//! how it starts, the faults and how often the chaos strikes.
+
+use super::network::{Faults, Millis};
+use super::node::Params;
+use super::rng::Rng;
+
+/// How a run is asked for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Force the cluster size (otherwise drawn from the seed).
+    pub nodes: Option<usize>,
+    /// Print the trace.
+    pub verbose: bool,
+}
+
+/// Everything about a run that is drawn from its seed.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Nodes at the start.
+    pub nodes: usize,
+    /// All start at once, each listing the others (otherwise one founds
+    /// and the others join one by one).
+    pub simultaneous: bool,
+    /// Datagram faults of the safety phase.
+    pub faults: Faults,
+    /// Length of the safety phase.
+    pub safety_ms: Millis,
+    /// Per chaos tick (every 100 ms), per thousand: a partition starts.
+    pub partition_permille: u32,
+    /// ... a node pauses.
+    pub pause_permille: u32,
+    /// ... a node crashes (only when the cluster is healthy).
+    pub crash_permille: u32,
+    /// ... a new node joins.
+    pub join_permille: u32,
+    /// ... a member leaves (only when the cluster is healthy).
+    pub leave_permille: u32,
+    /// The core settings.
+    pub params: Params,
+}
+
+impl Plan {
+    /// The plan of `seed`.
+    pub fn draw(seed: u64, options: &RunOptions) -> Plan {
+        let mut rng = Rng::new(seed ^ 0x0050_4C41_4E00);
+        let nodes = options.nodes.unwrap_or_else(|| {
+            if seed % 100 == 99 {
+                25
+            } else {
+                [1, 2, 3, 3, 3, 4, 5, 5, 5, 6, 7][rng.index(11)]
+            }
+        });
+        let calm = rng.chance(100);
+        let faults = if calm {
+            Faults::none()
+        } else {
+            Faults::random(&mut rng)
+        };
+        let chaos = |rng: &mut Rng, max: u64| if calm { 0 } else { rng.range(0, max) as u32 };
+        let mut params = Params::lan(nodes.min(3));
+        params.log_tail_entries_max = [8, 64, 1024][rng.index(3)];
+        let safety_ms = if nodes > 7 {
+            rng.range(5_000, 10_000)
+        } else {
+            rng.range(10_000, 30_000)
+        };
+        Plan {
+            nodes,
+            simultaneous: rng.chance(500),
+            faults,
+            safety_ms,
+            partition_permille: chaos(&mut rng, 40),
+            pause_permille: chaos(&mut rng, 30),
+            crash_permille: chaos(&mut rng, 30),
+            join_permille: chaos(&mut rng, 10),
+            leave_permille: chaos(&mut rng, 10),
+            params,
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! One seeded run: a safety phase with faults and a workload, then a
+//! liveness phase on a healed network that must converge in bounded time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use simple_raft::wire::Member;
+
+use super::clients::Op;
+use super::cluster::{addr_of, Sim, Status};
+use super::model::State;
+use super::network::Millis;
+pub use super::plan::{Plan, RunOptions};
+use super::rng::Rng;
+use super::workload::Workload;
+
+/// The liveness phase must converge within this.
+pub const LIVENESS_MS: Millis = 60_000;
+/// Requests still unanswered this long after the workload stopped fail.
+pub const ANSWER_MS: Millis = 30_000;
+/// Time between two chaos decisions.
+const CHAOS_TICK_MS: Millis = 100;
+
+/// What the driver does next.
+#[derive(Debug)]
+pub(super) enum Driver {
+    Start { node: usize, seeds: Vec<SocketAddr> },
+    Chaos,
+    Client,
+    Heal { links: Vec<(usize, usize)> },
+    Restart { node: usize },
+}
+
+/// The driver of one run: the cluster, the plan, and what comes next.
+pub(super) struct Run {
+    pub(super) sim: Sim,
+    pub(super) plan: Plan,
+    pub(super) rng: Rng,
+    workload: Workload,
+    pub(super) agenda: BTreeMap<(Millis, u64), Driver>,
+    seq: u64,
+    /// Slots that left for good.
+    pub(super) stay_down: BTreeSet<usize>,
+    /// Slots not started yet that will start.
+    pub(super) planned: BTreeSet<usize>,
+    partitions: usize,
+}
+
+/// Runs one seed through both phases and returns its trace hash; panics
+/// (naming the seed) when an invariant breaks.
+pub fn run_seed(seed: u64, options: &RunOptions) -> u64 {
+    let plan = Plan::draw(seed, options);
+    let mut rng = Rng::new(seed);
+    let mut sim = Sim::new(plan.params, plan.faults, rng.next_u64(), options.verbose);
+    sim.context = format!(
+        "seed {seed} (replay: SIM_SEED={seed} cargo test --release --test sim_seeds -- --nocapture)"
+    );
+    sim.clients.follow_redirects = true;
+    let total_s = (plan.safety_ms + LIVENESS_MS + ANSWER_MS) / 1000;
+    sim.steps_max = 200_000 + total_s * ((plan.nodes as u64 + 4).pow(2)) * 200;
+    sim.trace.note(0, || format!("plan {plan:?}"));
+    let workload = Workload::new(rng.fork());
+    let mut run = Run {
+        sim,
+        plan,
+        rng,
+        workload,
+        agenda: BTreeMap::new(),
+        seq: 0,
+        stay_down: BTreeSet::new(),
+        planned: BTreeSet::new(),
+        partitions: 0,
+    };
+    run.bootstrap();
+    run.safety();
+    run.liveness();
+    let sim = &run.sim;
+    sim.trace.note(sim.now, || {
+        format!(
+            "done: {} steps, {} committed versions, outcomes {:?}",
+            sim.steps,
+            sim.checker.history.last(),
+            sim.clients.outcomes
+        )
+    });
+    sim.trace.hash()
+}
+
+impl Run {
+    fn at(&mut self, at: Millis, d: Driver) {
+        if let Driver::Start { node, .. } = d {
+            self.planned.insert(node);
+        }
+        self.seq += 1;
+        self.agenda.insert((at, self.seq), d);
+    }
+
+    /// A new address, on a machine whose clock disagrees with the others.
+    fn add_node(&mut self) -> usize {
+        let node = self.sim.add_node();
+        self.sim.nodes[node].clock_offset_ms = self.rng.below(1 << 40);
+        node
+    }
+
+    fn bootstrap(&mut self) {
+        let n = self.plan.nodes;
+        for _ in 0..n {
+            self.add_node();
+        }
+        if self.plan.simultaneous {
+            for i in 0..n {
+                let at = self.rng.range(0, 50);
+                let seeds = self.sim.others(i);
+                self.at(at, Driver::Start { node: i, seeds });
+            }
+        } else {
+            // Everyone has started well before the safety phase ends.
+            let gap_max = (self.plan.safety_ms / 2 / n as u64).min(600);
+            let mut at = 0;
+            self.at(
+                0,
+                Driver::Start {
+                    node: 0,
+                    seeds: Vec::new(),
+                },
+            );
+            for i in 1..n {
+                at += self.rng.range(0, gap_max);
+                let via = if self.rng.chance(500) {
+                    0
+                } else {
+                    self.rng.index(i)
+                };
+                self.at(
+                    at,
+                    Driver::Start {
+                        node: i,
+                        seeds: vec![addr_of(via)],
+                    },
+                );
+            }
+        }
+        self.at(CHAOS_TICK_MS, Driver::Chaos);
+        let gap = self.workload.gap_ms();
+        self.at(gap, Driver::Client);
+    }
+
+    fn safety(&mut self) {
+        let end = self.plan.safety_ms;
+        while let Some(entry) = self.agenda.first_entry() {
+            let at = entry.key().0;
+            if at > end {
+                break;
+            }
+            let driver = entry.remove();
+            self.sim.run_until(at);
+            self.after_departures();
+            self.drive(driver);
+        }
+        self.sim.run_until(end);
+        self.after_departures();
+    }
+
+    fn drive(&mut self, d: Driver) {
+        let now = self.sim.now;
+        match d {
+            Driver::Start { node, seeds } => {
+                self.planned.remove(&node);
+                let seeds = self.live_seeds(node, seeds);
+                self.sim.start(node, seeds);
+            }
+            Driver::Chaos => {
+                self.chaos();
+                self.at(now + CHAOS_TICK_MS, Driver::Chaos);
+            }
+            Driver::Client => {
+                self.client();
+                let gap = self.workload.gap_ms();
+                self.at(now + gap, Driver::Client);
+            }
+            Driver::Heal { links } => {
+                self.sim.net.heal_links(&links);
+                self.partitions -= 1;
+                self.sim
+                    .trace
+                    .record(now, "heal", 0, links.len() as u64, || format!("{links:?}"));
+            }
+            Driver::Restart { node } => {
+                let status = self.sim.nodes[node].status;
+                if matches!(status, Status::Crashed | Status::Left)
+                    && !self.stay_down.contains(&node)
+                {
+                    let seeds = self.sim.others(node);
+                    self.sim.start(node, seeds);
+                }
+            }
+        }
+    }
+
+    /// Whether the address is of a slot that left for good or will never
+    /// start: nobody will ever answer there.
+    pub(super) fn gone(&self, addr: &SocketAddr) -> bool {
+        self.sim.index_of(*addr).is_some_and(|j| {
+            self.stay_down.contains(&j)
+                || (self.sim.nodes[j].status == Status::Idle && !self.planned.contains(&j))
+        })
+    }
+
+    /// `seeds`, unless every one of them is gone: then a random node that
+    /// is still around (as an operator would do).
+    fn live_seeds(&mut self, node: usize, seeds: Vec<SocketAddr>) -> Vec<SocketAddr> {
+        if seeds.is_empty() || seeds.iter().any(|a| !self.gone(a)) {
+            return seeds;
+        }
+        let around: Vec<usize> = (0..self.sim.nodes.len())
+            .filter(|&j| j != node && !self.gone(&addr_of(j)))
+            .collect();
+        vec![addr_of(around[self.rng.index(around.len())])]
+    }
+
+    /// A node that left stays down, or comes back later as a new
+    /// incarnation.
+    fn after_departures(&mut self) {
+        for node in std::mem::take(&mut self.sim.departures) {
+            if self.rng.chance(500) {
+                self.stay_down.insert(node);
+            } else {
+                let at = self.sim.now + self.rng.range(500, 3_000);
+                self.at(at, Driver::Restart { node });
+            }
+        }
+    }
+
+    fn client(&mut self) {
+        let up = self.sim.up();
+        if up.is_empty() {
+            return;
+        }
+        let op = self.workload.next_op();
+        let node = if op == Op::Transfer {
+            match self.sim.leader() {
+                Some(l) if self.sim.running(l) => l,
+                _ => return,
+            }
+        } else {
+            up[self.workload.pick(up.len())]
+        };
+        self.sim.command(node, op);
+    }
+
+    fn chaos(&mut self) {
+        let now = self.sim.now;
+        let count = self.sim.nodes.len();
+        let p = self.plan.clone();
+        if self.rng.chance(p.partition_permille) && self.partitions < 2 && count >= 2 {
+            let links = self.partition_links(count);
+            self.sim.net.cut_links(&links);
+            self.partitions += 1;
+            let heal_at = now + self.rng.range(100, 3_000);
+            self.sim
+                .trace
+                .record(now, "partition", 0, links.len() as u64, || {
+                    format!("{links:?} until {heal_at}")
+                });
+            self.at(heal_at, Driver::Heal { links });
+        }
+        if self.rng.chance(p.pause_permille) && !self.sim.nodes.iter().any(|n| n.paused) {
+            let up = self.sim.up();
+            if !up.is_empty() {
+                let leader = self.sim.leader().filter(|_| self.rng.chance(500));
+                let node = leader.unwrap_or_else(|| up[self.rng.index(up.len())]);
+                let ms = self.rng.range(50, 2_000);
+                self.sim.pause(node, ms);
+                if leader.is_some() && self.partitions < 2 && self.rng.chance(500) {
+                    // A stalled leader, cut off until a little after it
+                    // wakes: it must not serve what it no longer knows.
+                    let links: Vec<(usize, usize)> = (0..count)
+                        .filter(|&j| j != node)
+                        .flat_map(|j| [(node, j), (j, node)])
+                        .collect();
+                    self.sim.net.cut_links(&links);
+                    self.partitions += 1;
+                    let heal_at = now + ms + self.rng.range(0, 300);
+                    self.sim.trace.record(now, "isolate", node, heal_at, || {
+                        format!("n{node} until {heal_at}")
+                    });
+                    self.at(heal_at, Driver::Heal { links });
+                }
+            }
+        }
+        if self.rng.chance(p.crash_permille) && self.healthy().is_some() {
+            let up = self.sim.up();
+            let node = up[self.rng.index(up.len())];
+            self.sim.crash(node);
+            let at = now + self.rng.range(100, 3_000);
+            self.at(at, Driver::Restart { node });
+        }
+        if self.rng.chance(p.join_permille)
+            && count < p.nodes + 2
+            && count < 25
+            && now + 5_000 < p.safety_ms
+        {
+            let node = self.add_node();
+            let mut seeds: Vec<SocketAddr> = Vec::new();
+            for j in 0..node {
+                if seeds.is_empty() || self.rng.chance(300) {
+                    seeds.push(addr_of(j));
+                }
+            }
+            self.sim.start(node, seeds);
+        }
+        // One leave at a time, and never below three voters.
+        let leaving = self
+            .sim
+            .nodes
+            .iter()
+            .any(|n| n.status == Status::Up && n.leaving);
+        if self.rng.chance(p.leave_permille)
+            && !leaving
+            && self.healthy().is_some_and(|voters| voters >= 4)
+        {
+            let members: Vec<usize> = self
+                .sim
+                .up()
+                .into_iter()
+                .filter(|&i| self.sim.running(i) && self.sim.core(i).is_member())
+                .collect();
+            if !members.is_empty() {
+                let node = members[self.rng.index(members.len())];
+                let id = self.sim.core(node).id();
+                self.sim.nodes[node].leaving = true;
+                self.sim.command(node, Op::Leave { id });
+            }
+        }
+    }
+
+    /// Either a split of the nodes into two sides, or a few one-way cuts.
+    fn partition_links(&mut self, count: usize) -> Vec<(usize, usize)> {
+        let mut links = Vec::new();
+        if self.rng.chance(500) {
+            let side: Vec<bool> = (0..count).map(|_| self.rng.chance(500)).collect();
+            for a in 0..count {
+                for b in 0..count {
+                    if side[a] && !side[b] {
+                        links.push((a, b));
+                        links.push((b, a));
+                    }
+                }
+            }
+        } else {
+            for _ in 0..self.rng.range(1, 3) {
+                let a = self.rng.index(count);
+                let b = self.rng.index(count);
+                if a != b && !links.contains(&(a, b)) {
+                    links.push((a, b));
+                }
+            }
+        }
+        links
+    }
+
+    /// The voters of the leader's configuration when the cluster can lose
+    /// any one node: no node is down, and in both
+    /// the committed member list and the latest one (with the changes in
+    /// the leader's log applied) every member runs and there are at least
+    /// three voters.
+    fn healthy(&self) -> Option<usize> {
+        let sim = &self.sim;
+        let down = sim.nodes.iter().enumerate().any(|(i, n)| {
+            n.status == Status::Crashed
+                || (n.status == Status::Left && !self.stay_down.contains(&i))
+        });
+        if down {
+            return None;
+        }
+        let leader = sim.leader()?;
+        if !sim.running(leader) {
+            return None;
+        }
+        let core = sim.core(leader);
+        let committed = core.members();
+        let mut latest = State {
+            members: committed.iter().map(|m| (m.id, m.clone())).collect(),
+            ..State::default()
+        };
+        for v in core.commit() + 1..=core.last_log_id().version {
+            latest.apply(&core.entry(v)?.change);
+        }
+        let latest: Vec<Member> = latest.members.into_values().collect();
+        let mut voters = usize::MAX;
+        for config in [&committed, &latest] {
+            for m in config {
+                let i = sim.index_of(m.addr.parse().ok()?)?;
+                if !sim.running(i) || sim.nodes[i].incarnation != m.incarnation {
+                    return None;
+                }
+            }
+            voters = voters.min(config.iter().filter(|m| m.voter).count());
+        }
+        (voters >= 3).then_some(voters)
+    }
+}
