@@ -32,6 +32,9 @@ const REGRESSION_SEEDS: &[u64] = &[
     294,   // 5: a welcomed node removed before it got the state was stuck
     16347, // 6: the most up-to-date node could not stand (membership on append)
     20904, // 6: the same with a promotion overwritten by a later leader
+    687,
+    858, // 7: with membership counted from commits, a leader that crashed
+         // right after committing a promotion took the news with it
 ];
 
 fn options() -> RunOptions {

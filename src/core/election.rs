@@ -13,21 +13,12 @@ use crate::wire::{
 impl Core {
     /// Voters of the current configuration.
     pub(super) fn voters(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.state
-            .members
-            .values()
-            .filter(|m| m.voter)
-            .map(|m| m.id)
+        self.config.values().filter(|m| m.voter).map(|m| m.id)
     }
 
     /// Votes (or acknowledgements) needed: a majority of the voters.
     pub(super) fn quorum(&self) -> usize {
         self.voters().count() / 2 + 1
-    }
-
-    pub(super) fn is_voter(&self) -> bool {
-        self.id
-            .is_some_and(|id| self.state.members.get(&id).is_some_and(|m| m.voter))
     }
 
     /// Whether a log ending at `last` is at least as up to date as ours
@@ -57,11 +48,32 @@ impl Core {
 
     /// The leader timeout (or an election round) ran out.
     pub(super) fn election_timeout(&mut self, now: Millis) {
-        if !self.is_voter() {
+        if !self.may_stand() {
             self.reset_election_timer(now);
             return self.probe();
         }
         self.start_pre_vote(now);
+    }
+
+    /// Whether this node may stand for election: any member, voter or not,
+    /// in its latest configuration or in its committed one. Votes are
+    /// counted among the voters of its latest configuration only, so a
+    /// candidate that is not a voter itself is elected by a majority of
+    /// voters like any other (Raft lets a leader manage a configuration it
+    /// is not part of, §6 of the paper). Barring it would let the one node
+    /// with the most up-to-date log, a non-voter whose promotion a later
+    /// leader overwrote or a voter whose removal only it holds, refuse
+    /// every other candidate while never standing itself: no leader, ever.
+    fn may_stand(&self) -> bool {
+        self.id
+            .is_some_and(|id| self.config.contains_key(&id) || self.state.members.contains_key(&id))
+    }
+
+    /// How many of `ids` are voters of the current configuration.
+    fn counted(&self, ids: &BTreeSet<NodeId>) -> usize {
+        ids.iter()
+            .filter(|id| self.config.get(id).is_some_and(|m| m.voter))
+            .count()
     }
 
     /// A member that cannot stand (a non-voter, or one whose log already
@@ -81,7 +93,7 @@ impl Core {
         };
         let mut targets: BTreeSet<SocketAddr> = self.cfg.seeds.iter().copied().collect();
         targets.extend(self.leader.map(|(_, addr)| addr));
-        for member in self.state.members.values() {
+        for member in self.config.values().chain(self.state.members.values()) {
             if targets.len() >= self.cfg.seeds_max {
                 break;
             }
@@ -102,7 +114,7 @@ impl Core {
             grants: BTreeSet::from([me]),
         };
         self.election_at = now + self.rng.timeout(self.cfg.election_timeout_ms);
-        if self.quorum() <= 1 {
+        if self.counted(&BTreeSet::from([me])) >= self.quorum() {
             return self.start_election(now, false);
         }
         let request = Message::PreVoteRequest(PreVoteRequest {
@@ -152,13 +164,13 @@ impl Core {
             }
             return;
         }
-        if term != self.term + 1 || !self.state.members.get(&sender).is_some_and(|m| m.voter) {
+        if term != self.term + 1 || !self.config.get(&sender).is_some_and(|m| m.voter) {
             return;
         }
-        let quorum = self.quorum();
         if let RoleState::PreCandidate { grants } = &mut self.role {
             grants.insert(sender);
-            if grants.len() >= quorum {
+            let grants = grants.clone();
+            if self.counted(&grants) >= self.quorum() {
                 self.start_election(now, false);
             }
         }
@@ -176,7 +188,7 @@ impl Core {
             votes: BTreeSet::from([me]),
         };
         self.election_at = now + self.rng.timeout(self.cfg.election_timeout_ms);
-        if self.quorum() <= 1 {
+        if self.counted(&BTreeSet::from([me])) >= self.quorum() {
             return self.become_leader(now);
         }
         let request = Message::VoteRequest(VoteRequest {
@@ -220,13 +232,13 @@ impl Core {
     }
 
     pub(super) fn on_vote_response(&mut self, now: Millis, sender: NodeId, response: VoteResponse) {
-        if !response.granted || !self.state.members.get(&sender).is_some_and(|m| m.voter) {
+        if !response.granted || !self.config.get(&sender).is_some_and(|m| m.voter) {
             return;
         }
-        let quorum = self.quorum();
         if let RoleState::Candidate { votes } = &mut self.role {
             votes.insert(sender);
-            if votes.len() >= quorum {
+            let votes = votes.clone();
+            if self.counted(&votes) >= self.quorum() {
                 self.become_leader(now);
             }
         }
@@ -238,8 +250,7 @@ impl Core {
         self.voter_until = None;
         let last = self.log.last().version;
         let progress = self
-            .state
-            .members
+            .config
             .keys()
             .filter(|id| **id != me)
             .map(|id| (*id, super::Progress::new(last + 1, now)))
@@ -321,14 +332,11 @@ impl Core {
                 incarnation: self.cfg.incarnation,
             }),
         });
-        // The founder's membership is the cluster's first fact: there is
-        // nobody else to agree to it, so it is committed as it is written.
-        self.apply_to(now, 1);
         self.become_leader(now);
     }
 
     pub(super) fn on_timeout_now(&mut self, now: Millis, sender: NodeId) {
-        if self.leader.is_some_and(|(id, _)| id == sender) && self.is_voter() {
+        if self.leader.is_some_and(|(id, _)| id == sender) && self.may_stand() {
             self.start_election(now, true);
         }
     }
@@ -354,7 +362,7 @@ impl Core {
         let target = leader
             .progress
             .iter()
-            .filter(|(id, _)| self.state.members.get(id).is_some_and(|m| m.voter))
+            .filter(|(id, _)| self.config.get(id).is_some_and(|m| m.voter))
             // A voter not heard from lately may be dead: handing over to it
             // would leave the cluster leaderless until an election.
             .filter(|(_, p)| p.last_heard + recent >= now)
@@ -420,8 +428,7 @@ impl Core {
         }
         leader.check_quorum_at = now + window;
         let heard = self
-            .state
-            .members
+            .config
             .values()
             .filter(|m| m.voter)
             .filter(|m| {

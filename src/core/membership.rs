@@ -139,8 +139,7 @@ impl Core {
     fn admit(&mut self, now: Millis, addr: SocketAddr, incarnation: u64) {
         let addr_text = addr.to_string();
         let existing = self
-            .state
-            .members
+            .config
             .values()
             .find(|m| m.addr == addr_text)
             .map(|m| (m.id, m.incarnation));
@@ -157,7 +156,7 @@ impl Core {
             }
             Some(_) => {}
             None => {
-                if self.state.members.len() >= MEMBERS_MAX {
+                if self.config.len() >= MEMBERS_MAX {
                     return;
                 }
                 let id = NodeId(self.next_member_id());
@@ -176,13 +175,7 @@ impl Core {
 
     /// Ids are never reused: past every committed and pending member.
     fn next_member_id(&self) -> u32 {
-        let past_config = self
-            .state
-            .members
-            .keys()
-            .map(|id| id.0 + 1)
-            .max()
-            .unwrap_or(1);
+        let past_config = self.config.keys().map(|id| id.0 + 1).max().unwrap_or(1);
         self.state.next_member_id.max(past_config).max(1)
     }
 
@@ -332,8 +325,7 @@ impl Core {
         }
         let recent = self.cfg.leader_timeout_ms;
         let promote = self
-            .state
-            .members
+            .config
             .values()
             .filter(|m| !m.voter)
             .find(|m| {
@@ -343,6 +335,13 @@ impl Core {
                     .is_some_and(|p| p.matched >= self.commit && p.last_heard + recent >= now)
             })
             .map(|m| m.id);
+        // A leader elected while a non-voter (the most up-to-date node) is
+        // caught up by definition: it promotes itself, unless it is leaving.
+        let me_learner = self
+            .id
+            .and_then(|id| self.config.get(&id))
+            .is_some_and(|m| !m.voter);
+        let promote = promote.or(self.id.filter(|_| me_learner && !self.leaving));
         if let Some(id) = promote {
             self.propose_membership(now, Change::PromoteMember(id));
             return;
@@ -355,8 +354,7 @@ impl Core {
         }
         let voters = self.voters().count();
         let silent = self
-            .state
-            .members
+            .config
             .values()
             .filter(|m| Some(m.id) != self.id)
             .filter(|m| !m.voter || voters > self.cfg.members_min)
@@ -376,7 +374,7 @@ impl Core {
         if !matches!(self.role, RoleState::Leader(_)) {
             return;
         }
-        if self.state.members.contains_key(&sender) {
+        if self.config.contains_key(&sender) {
             self.propose_membership(now, Change::RemoveMember(sender));
         }
     }
@@ -388,6 +386,7 @@ impl Core {
         id != NodeId::UNASSIGNED
             && id.0 < self.state.next_member_id
             && !self.state.members.contains_key(&id)
+            && !self.config.contains_key(&id)
     }
 
     /// Tells a removed member to fetch our state, where it will find itself
@@ -409,8 +408,8 @@ impl Core {
     }
 
     /// A leader whose own removal committed: one more heartbeat round
-    /// carries the commit to the remaining members, which count quorums in
-    /// the committed membership and would otherwise still count this node.
+    /// carries the commit to the remaining members before it steps down,
+    /// so that they learn it from the one node sure to know it.
     fn start_retiring(&mut self, now: Millis, version: u64) {
         let deadline = now + 2 * self.cfg.election_timeout_ms;
         self.broadcast(now);

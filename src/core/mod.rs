@@ -129,8 +129,7 @@ struct LeaderState {
     reads: Vec<PendingRead>,
     transfer: Option<Transfer>,
     /// Set once this leader's own removal is committed: it stays on until
-    /// the remaining members have heard of the commit (membership takes
-    /// effect when committed, so they need to know), then steps down.
+    /// the remaining members have heard of the commit, then steps down.
     retiring: Option<Retiring>,
 }
 
@@ -202,6 +201,9 @@ pub struct Core {
     log: Log,
     commit: u64,
     state: State,
+    /// Members with uncommitted membership changes applied: the
+    /// configuration quorums are counted in (Raft §6).
+    config: BTreeMap<NodeId, Member>,
 
     joining: Option<Joining>,
     forwarded_reads: BTreeMap<u64, ForwardedRead>,
@@ -241,6 +243,7 @@ impl Core {
             log: Log::default(),
             commit: 0,
             state: State::default(),
+            config: BTreeMap::new(),
             joining: None,
             forwarded_reads: BTreeMap::new(),
             next_forward_id: 1,
@@ -667,8 +670,7 @@ impl Core {
     /// The address of member `id` in the current configuration.
     fn addr_of(&self, id: NodeId) -> Option<SocketAddr> {
         let member = self
-            .state
-            .members
+            .config
             .get(&id)
             .or_else(|| self.state.members.get(&id))?;
         member.addr.parse().ok()

@@ -96,8 +96,7 @@ impl Core {
             return;
         };
         let confirmed = |seq: u64| {
-            self.state
-                .members
+            self.config
                 .values()
                 .filter(|m| m.voter)
                 .filter(|m| {

@@ -200,8 +200,7 @@ impl Core {
         let me = self.id;
         let last = self.log.last().version;
         let mut matched: Vec<u64> = self
-            .state
-            .members
+            .config
             .values()
             .filter(|m| m.voter)
             .map(|m| {
@@ -254,7 +253,7 @@ impl Core {
             self.log.compact_to(self.commit - keep);
         }
         if membership_changed {
-            self.sync_progress();
+            self.recompute_config();
         }
         let commit = self.commit;
         if let RoleState::Leader(leader) = &mut self.role {
@@ -371,16 +370,24 @@ impl Core {
             self.send_append_ack(from, seq, false, hint);
             return;
         }
+        let mut membership_touched = false;
         for (i, entry) in entries.iter().enumerate() {
             let version = prev.version + 1 + i as u64;
             match self.log.term_at(version) {
                 Some(term) if term == entry.term => continue,
-                // Log matching (§5.3): an uncommitted conflicting suffix is
-                // replaced by the leader's.
-                Some(_) => self.log.truncate_from(version),
+                Some(_) => {
+                    // Log matching (§5.3): an uncommitted conflicting suffix
+                    // is replaced by the leader's.
+                    self.log.truncate_from(version);
+                    membership_touched = true;
+                }
                 None => {}
             }
+            membership_touched |= is_membership(&entry.change);
             self.log.push(entry.clone());
+        }
+        if membership_touched {
+            self.recompute_config();
         }
         let commit = commit.min(reply_version);
         if commit > self.commit {
@@ -443,7 +450,7 @@ impl Core {
         self.commit = last.version;
         self.fetch_hint_at = None;
         self.metrics.snapshots_installed += 1;
-        self.sync_progress();
+        self.recompute_config();
         self.discover_own_id(now);
         self.events.push_back(Event::SnapshotInstalled { last });
         self.complete_forwarded_reads();
@@ -456,17 +463,35 @@ impl Core {
 
     /// Appends an entry made by this leader.
     pub(super) fn append_entry(&mut self, entry: Entry) {
+        let membership = is_membership(&entry.change);
         self.log.push(entry);
+        if membership {
+            self.recompute_config();
+        }
     }
 
-    /// Keeps the leader's progress in step with the members. Membership
-    /// changes take effect when committed (applied), as in etcd: a change
-    /// still in the log counts for nothing, so the most up-to-date node is
-    /// never barred from standing by a change that may yet be replaced.
-    /// With one change at a time, a leader that has committed in its term,
-    /// and members differing by one, any two majorities of consecutive
-    /// configurations overlap.
-    pub(super) fn sync_progress(&mut self) {
+    /// The configuration quorums are counted in: the committed members with
+    /// the uncommitted membership changes of the log applied (Raft §6: a
+    /// server uses the latest configuration in its log).
+    pub(super) fn recompute_config(&mut self) {
+        let mut config = self.state.members.clone();
+        for (_, entry) in self.log.after(self.commit) {
+            match &entry.change {
+                Change::AddMember(member) => {
+                    config.insert(member.id, member.clone());
+                }
+                Change::PromoteMember(id) => {
+                    if let Some(member) = config.get_mut(id) {
+                        member.voter = true;
+                    }
+                }
+                Change::RemoveMember(id) => {
+                    config.remove(id);
+                }
+                _ => {}
+            }
+        }
+        self.config = config;
         let me = self.id;
         let next = self.log.last().version + 1;
         if !matches!(self.role, RoleState::Leader(_)) {
@@ -476,9 +501,9 @@ impl Core {
         // removed as silent at the next heartbeat.
         let now_heard = self.clock;
         let wanted: Vec<NodeId> = self
-            .state
-            .members
+            .config
             .keys()
+            .chain(self.state.members.keys())
             .copied()
             .filter(|id| Some(*id) != me)
             .collect();
@@ -569,11 +594,19 @@ impl Core {
             term: self.term,
             change,
         });
-        let peers: Vec<NodeId> = match &self.role {
-            RoleState::Leader(leader) => leader.progress.keys().copied().collect(),
+        // Peers with an append in flight get this change with the next
+        // batch, sent when they acknowledge: concurrent writes share rounds
+        // instead of costing a datagram each.
+        let idle_peers: Vec<NodeId> = match &self.role {
+            RoleState::Leader(leader) => leader
+                .progress
+                .iter()
+                .filter(|(_, p)| p.in_flight.is_none_or(|f| now >= f.resend_at))
+                .map(|(id, _)| *id)
+                .collect(),
             _ => Vec::new(),
         };
-        for peer in peers {
+        for peer in idle_peers {
             self.send_to_peer(now, peer, false);
         }
         self.log.last().version
