@@ -9,9 +9,26 @@ use tokio::net::TcpStream;
 use crate::driver::stream_io::{read_frame, write_frame};
 use crate::error::Error;
 use crate::wire::{
-    ClientOp, ClientReply, ClientRequest, DecodeLimits, Frame, Message, NodeId,
+    ClientOp, ClientReply, ClientRequest, DecodeLimits, Frame, Keyring, Message, NodeId,
     STREAM_FRAME_BYTES_MAX_DEFAULT,
 };
+
+/// Low bits of a request id that are random; the high bits are the time
+/// the request was made, in ms since the Unix epoch.
+pub(crate) const REQUEST_ID_RANDOM_BITS: u32 = 20;
+
+/// A request id made at `unix_ms`: the time in the high bits (a node with
+/// cluster keys refuses writes made too long ago, see `docs/WIRE.md`), 20
+/// random bits below.
+pub(crate) fn request_id(unix_ms: u64) -> u64 {
+    (unix_ms << REQUEST_ID_RANDOM_BITS)
+        | (rand::random::<u64>() & ((1 << REQUEST_ID_RANDOM_BITS) - 1))
+}
+
+/// When the request with this id was made, in ms since the Unix epoch.
+pub(crate) fn request_time_ms(request_id: u64) -> u64 {
+    request_id >> REQUEST_ID_RANDOM_BITS
+}
 
 /// Sends requests to the node at one address, one connection per request.
 #[derive(Debug, Clone)]
@@ -20,6 +37,7 @@ pub struct Client {
     cluster_id: u32,
     timeout: Duration,
     frame_bytes_max: usize,
+    keys: Option<Keyring>,
 }
 
 impl Client {
@@ -31,7 +49,22 @@ impl Client {
             cluster_id,
             timeout: Duration::from_secs(5),
             frame_bytes_max: STREAM_FRAME_BYTES_MAX_DEFAULT,
+            keys: None,
         }
+    }
+
+    /// Signs requests with the primary key of `keys` and accepts answers
+    /// signed with any of them: needed for a node with cluster keys (see
+    /// [`crate::Config::cluster_keys`]).
+    pub fn with_keyring(mut self, keys: Keyring) -> Client {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// [`Client::with_keyring`], or no keys for `None`.
+    pub fn with_keys(mut self, keys: Option<Keyring>) -> Client {
+        self.keys = keys;
+        self
     }
 
     /// Sets the time a request may take, connecting included.
@@ -63,21 +96,26 @@ impl Client {
                 .await
                 .map_err(|e| unreachable(e.to_string()))?;
             let _ = stream.set_nodelay(true);
-            let request_id = rand::random::<u64>();
+            let request_id = request_id(crate::driver::unix_ms());
             let frame = Frame::new(
                 self.cluster_id,
                 NodeId::UNASSIGNED,
                 0,
                 Message::ClientRequest(ClientRequest { request_id, op }),
             );
-            write_frame(&mut stream, &frame, self.frame_bytes_max)
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
+            write_frame(
+                &mut stream,
+                &frame,
+                self.frame_bytes_max,
+                self.keys.as_ref(),
+            )
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
             let limits = DecodeLimits {
                 cluster_id: Some(self.cluster_id),
                 frame_bytes_max: self.frame_bytes_max,
             };
-            let reply = read_frame(&mut stream, &limits)
+            let reply = read_frame(&mut stream, &limits, self.keys.as_ref())
                 .await
                 .map_err(|e| unreachable(e.to_string()))?;
             match reply.message {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::core::{ConfigError, CoreConfig};
+use crate::wire::Keyring;
 
 /// Settings of one node. [`Config::new`] gives LAN defaults; every size,
 /// queue and time has a limit, with its unit in its name.
@@ -50,6 +51,13 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Commands queued from handles to the node's task.
     pub command_queue_max: usize,
+    /// Cluster keys (`None`: no key). Every UDP and TCP frame is signed
+    /// with the primary key, and frames without a valid tag under one of the
+    /// keys are dropped and counted before any of their fields is trusted.
+    /// Clients need the keys too ([`crate::Client::with_keyring`]). Changed
+    /// on a running node with [`crate::Node::set_cluster_keys`]; see
+    /// `docs/WIRE.md` for a rotation without downtime.
+    pub cluster_keys: Option<Keyring>,
     /// Where to keep term, vote and data across restarts. Not supported by
     /// this version: a node without one rejoins as a new member after a
     /// restart.
@@ -80,6 +88,7 @@ impl Config {
             tcp_idle_ms: 10_000,
             request_timeout_ms: 5_000,
             command_queue_max: 1024,
+            cluster_keys: None,
             data_dir: None,
         }
     }
@@ -131,6 +140,7 @@ impl Config {
         core.member_silence_ms = self.member_silence_ms;
         core.members_min = self.members_min;
         core.introduce_interval_ms = (self.leader_timeout_ms / 2).max(self.heartbeat_ms);
+        core.keyring = self.cluster_keys.clone();
         core
     }
 }

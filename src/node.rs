@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::core::{Command, Core, CoreMetrics, RequestError, Role};
 use crate::driver::{self, DriverCounters, Inbound, LocalRead, Shared, SharedMap};
 use crate::error::Error;
-use crate::wire::{ClientOp, ClientReply, Member, NodeId, NodeStatus};
+use crate::wire::{ClientOp, ClientReply, Keyring, Member, NodeId, NodeStatus};
 
 /// A node's role: `follower`, `voter`, `candidate` or `leader`.
 pub type State = Role;
@@ -84,8 +84,9 @@ impl Status {
 /// Counters of a node: the protocol core's and the network driver's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Metrics {
-    /// Datagrams and frames in and out, decode errors by reason, elections,
-    /// commits, snapshots installed.
+    /// Datagrams and frames in and out, decode errors by reason (of the
+    /// frames the core decodes: datagrams and protocol frames over TCP),
+    /// elections, commits, snapshots installed.
     pub core: CoreMetrics,
     /// Sends that failed (unreachable peer, full socket buffer).
     pub send_errors: u64,
@@ -95,6 +96,10 @@ pub struct Metrics {
     pub tcp_rejected: u64,
     /// TCP connections closed for a bad frame.
     pub tcp_bad_frames: u64,
+    /// Frames refused by the decoder on TCP connections (client requests,
+    /// snapshot requests and answers), by [`crate::wire::DecodeReason::index`]:
+    /// a client with a wrong cluster key shows as `bad_tag` or `missing_tag`.
+    pub tcp_decode_errors: [u64; crate::wire::DecodeReason::ALL.len()],
     /// TCP connections closed idle, or stalled inside a frame, for
     /// `tcp_idle_ms`.
     pub tcp_idle_closed: u64,
@@ -115,6 +120,7 @@ impl Metrics {
             stream_frames_dropped: get(&counters.stream_frames_dropped),
             tcp_rejected: get(&counters.tcp_rejected),
             tcp_bad_frames: get(&counters.tcp_bad_frames),
+            tcp_decode_errors: counters.decode_errors.each_ref().map(get),
             tcp_idle_closed: get(&counters.tcp_idle_closed),
             snapshots_served: get(&counters.snapshots_served),
             snapshots_fetched: get(&counters.snapshots_fetched),
@@ -122,11 +128,14 @@ impl Metrics {
         }
     }
 
-    /// Decode errors by reason name, only those seen.
+    /// Decode errors by reason name, UDP and TCP together, only those seen.
     pub fn decode_errors(&self) -> Vec<(&'static str, u64)> {
         crate::wire::DecodeReason::ALL
             .iter()
-            .map(|r| (r.name(), self.core.decode_errors[r.index()]))
+            .map(|r| {
+                let n = self.core.decode_errors[r.index()] + self.tcp_decode_errors[r.index()];
+                (r.name(), n)
+            })
             .filter(|(_, n)| *n > 0)
             .collect()
     }
@@ -198,7 +207,9 @@ impl Requester {
                     leader: Some(leader),
                 }) if leader != self.shared.addr => {
                     let remaining = deadline.saturating_duration_since(Instant::now());
+                    let keys = self.shared.keys.get().map(|keys| (*keys).clone());
                     let client = Client::new(leader, self.shared.cfg.cluster_id)
+                        .with_keys(keys)
                         .with_timeout(remaining)
                         .with_frame_bytes_max(self.shared.cfg.stream_frame_bytes_max);
                     match client.write(to_op(&command)).await {
@@ -460,6 +471,22 @@ impl Node {
             Ok(Err(_)) => Err(Error::Stopped),
             Err(_) => Err(Error::Timeout),
         }
+    }
+
+    /// Replaces the cluster keys of the running node (see
+    /// [`Config::cluster_keys`]): frames sent from now on are signed with the
+    /// new primary, frames received are checked against the new keys. Done
+    /// step by step on every node and client, it rotates a key without
+    /// downtime (see `docs/WIRE.md`). Returns once the node uses them.
+    pub async fn set_cluster_keys(&self, keys: Option<Keyring>) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        self.requester
+            .shared
+            .inbox
+            .send(Inbound::SetKeys { keys, reply })
+            .await
+            .map_err(|_| Error::Stopped)?;
+        answer.await.map_err(|_| Error::Stopped)
     }
 
     /// Counters of this node.

@@ -5,7 +5,7 @@
 mod frames;
 
 use bytes::BytesMut;
-use frames::{golden, roomy, CLUSTER};
+use frames::{golden, golden_keys, roomy, CLUSTER, GOLDEN_KEY};
 use simple_raft::wire::*;
 
 /// Reads every `<!-- golden: NAME -->` marker of docs/WIRE.md and the hex
@@ -80,4 +80,40 @@ fn golden_frames_of_wire_md_match_byte_for_byte() {
             "golden {name}: decoding differs"
         );
     }
+}
+
+/// The tagged golden frame is signed with the key written next to it, by
+/// the algorithm written there: recomputed here from the BLAKE3 primitives
+/// alone, so the document is enough to implement the tag.
+#[test]
+fn the_tagged_golden_frame_verifies_with_its_documented_key() {
+    let doc = vectors_in_doc();
+    let (_, bytes) = doc
+        .iter()
+        .find(|(name, _)| name == "heartbeat_tagged")
+        .expect("docs/WIRE.md has heartbeat_tagged");
+    let limits = DecodeLimits::datagram(CLUSTER);
+    let frame = decode_frame_keyed(bytes, &limits, Some(&golden_keys())).expect("verifies");
+    assert_eq!(frame.tag.as_ref().map(Vec::len), Some(TAG_BYTES));
+
+    let trailer = TAG_BYTES + 1 + CHECKSUM_BYTES;
+    let signed = &bytes[..bytes.len() - trailer];
+    let mac_key = blake3::derive_key("simple-raft wire v1 frame tag", &GOLDEN_KEY);
+    let mut hasher = blake3::Hasher::new_keyed(&mac_key);
+    hasher.update(signed);
+    hasher.update(&[TAG_BYTES as u8]);
+    let mut tag = [0u8; TAG_BYTES];
+    hasher.finalize_xof().fill(&mut tag);
+    assert_eq!(frame.tag.as_deref(), Some(&tag[..]));
+    assert_eq!(bytes[bytes.len() - CHECKSUM_BYTES - 1], TAG_BYTES as u8);
+
+    let other = Keyring::new([7; 32]);
+    assert_eq!(
+        decode_frame_keyed(bytes, &limits, Some(&other)),
+        Err(DecodeError::BadTag { len: TAG_BYTES })
+    );
+    assert_eq!(
+        decode_frame_keyed(bytes, &limits, None),
+        Err(DecodeError::BadTag { len: TAG_BYTES })
+    );
 }

@@ -4,11 +4,12 @@
 //! very bytes it came from, so there is exactly one encoding of every frame
 //! and a relay or a log can never alter a frame by decoding and re-encoding
 //! it. Fuzzing builds skip the checksum comparison, so the trailer is the one
-//! part that may differ.
+//! part that may differ. The same bytes go through the keyed decoder too,
+//! which must never panic either.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use simple_raft::wire::{decode_frame, DecodeLimits, CHECKSUM_BYTES};
+use simple_raft::wire::{decode_frame, decode_frame_keyed, DecodeLimits, Keyring, CHECKSUM_BYTES};
 
 /// The largest datagram UDP can carry, so the size limit is never what
 /// stops the fuzzer.
@@ -19,6 +20,13 @@ fuzz_target!(|data: &[u8]| {
         cluster_id: None,
         frame_bytes_max: FRAME_BYTES_MAX,
     };
+    let keys = Keyring::new([0x42; 32]).with_accepted([0x24; 32]);
+    if let Ok(frame) = decode_frame_keyed(data, &limits, Some(&keys)) {
+        // Untagged frames are refused with these keys, and no fuzzer forges
+        // a tag.
+        panic!("unsigned or forged frame verified: {frame:?}");
+    }
+    let _ = decode_frame_keyed(data, &limits, None);
     let Ok(frame) = decode_frame(data, &limits) else {
         return;
     };

@@ -6,7 +6,10 @@
 //! as a stream frame. Then one bit of the encoding is flipped: crc32 catches
 //! every one-bit error, and since fuzzing builds skip the checksum
 //! comparison the decoder itself must still not panic, and whatever it
-//! accepts must re-encode to the flipped bytes.
+//! accepts must re-encode to the flipped bytes. Signed with a cluster key
+//! from the input, the frame must verify under that key, and no flipped
+//! bit outside the crc32 may get past the tag (which fuzzing builds do
+//! check).
 #![no_main]
 
 use arbitrary::{Result, Unstructured};
@@ -260,6 +263,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(original) = frame(&mut u) else {
         return;
     };
+    let Ok(key) = u.arbitrary::<[u8; KEY_BYTES]>() else {
+        return;
+    };
+    signed(&original, Keyring::new(key), &mut u);
     let encoded = match original.to_bytes(FRAME_BYTES_MAX) {
         Ok(encoded) => encoded,
         Err(EncodeError::TooLarge { .. }) => return,
@@ -307,3 +314,38 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(frame == original, bit / 8 >= body, "bit {bit} flipped");
     }
 });
+
+/// The frame signed with `keys`: verifies, re-encodes to itself, and no
+/// one-bit change outside the crc32 is accepted.
+fn signed(original: &Frame, keys: Keyring, u: &mut Unstructured) {
+    let mut encoded = BytesMut::new();
+    match original.encode_signed(&mut encoded, FRAME_BYTES_MAX, Some(&keys)) {
+        Ok(len) => assert_eq!(len, original.signed_len(Some(&keys))),
+        Err(EncodeError::TooLarge { .. }) => return,
+        Err(e) => panic!("valid frame {original:?} refused: {e}"),
+    }
+    let limits = DecodeLimits {
+        cluster_id: Some(original.cluster_id),
+        frame_bytes_max: FRAME_BYTES_MAX,
+    };
+    let decoded = decode_frame_keyed(&encoded, &limits, Some(&keys))
+        .unwrap_or_else(|e| panic!("signed frame {original:?} not verified: {e}"));
+    assert_eq!(decoded.message, original.message);
+    assert_eq!(decoded.tag.as_ref().map(Vec::len), Some(TAG_BYTES));
+    assert_eq!(decoded.to_bytes(FRAME_BYTES_MAX).unwrap(), encoded);
+    assert_eq!(
+        decode_frame_keyed(&encoded, &limits, None),
+        Err(DecodeError::BadTag { len: TAG_BYTES })
+    );
+
+    let Ok(bit) = u.int_in_range(0..=encoded.len() * 8 - 1) else {
+        return;
+    };
+    let mut flipped = encoded.to_vec();
+    flipped[bit / 8] ^= 1 << (bit % 8);
+    let body = flipped.len() - CHECKSUM_BYTES;
+    let accepted = decode_frame_keyed(&flipped, &limits, Some(&keys));
+    if bit / 8 < body {
+        assert!(accepted.is_err(), "bit {bit} flipped and still verified");
+    }
+}

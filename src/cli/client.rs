@@ -6,14 +6,15 @@ use std::time::Duration;
 use bytes::BytesMut;
 use serde_json::json;
 use simple_raft::wire::{
-    encode_stream_frame, ClientFailure, ClientOp, ClientReply, ClientRequest, Frame, Message,
-    NodeId, NodeStatus, STREAM_FRAME_BYTES_MAX_DEFAULT,
+    encode_stream_frame_signed, ClientFailure, ClientOp, ClientReply, ClientRequest, Frame,
+    Keyring, Message, NodeId, NodeStatus, STREAM_FRAME_BYTES_MAX_DEFAULT,
 };
 use simple_raft::{Client, Error};
 
+use super::run::read_key_file;
 use super::{
-    mapfile, println, refuse_unsupported, runtime, DeleteArgs, Failure, GetArgs, NodeArgs, Outcome,
-    PutArgs, StatusArgs, UpdateArgs,
+    mapfile, println, runtime, DeleteArgs, Failure, GetArgs, NodeArgs, Outcome, PutArgs,
+    StatusArgs, UpdateArgs,
 };
 
 /// Whether a request may change the state: a timed-out write has an
@@ -26,13 +27,14 @@ enum Kind {
 
 /// Sends one request and returns the reply, or the failure to report.
 fn request(node: &NodeArgs, op: ClientOp) -> Result<ClientReply, Failure> {
-    refuse_unsupported(&node.cluster_key_file)?;
+    let keys = keys(node)?;
     let kind = match op {
         ClientOp::Status | ClientOp::Get { .. } => Kind::Read,
         ClientOp::Set { .. } | ClientOp::Remove { .. } | ClientOp::Update { .. } => Kind::Write,
     };
-    check_size(node, &op)?;
+    check_size(node, &op, keys.as_ref())?;
     let client = Client::new(node.node, node.cluster_id)
+        .with_keys(keys)
         .with_timeout(Duration::from_millis(node.timeout_ms));
     let reply = runtime(false)?
         .block_on(client.request(op))
@@ -43,8 +45,18 @@ fn request(node: &NodeArgs, op: ClientOp) -> Result<ClientReply, Failure> {
     }
 }
 
+/// The cluster keys of `--cluster-key-file`; a file that cannot be used is
+/// a usage error.
+fn keys(node: &NodeArgs) -> Result<Option<Keyring>, Failure> {
+    node.cluster_key_file
+        .as_deref()
+        .map(read_key_file)
+        .transpose()
+        .map_err(Failure::usage)
+}
+
 /// Refuses a request too large to send, before anything is sent.
-fn check_size(node: &NodeArgs, op: &ClientOp) -> Outcome {
+fn check_size(node: &NodeArgs, op: &ClientOp, keys: Option<&Keyring>) -> Outcome {
     let frame = Frame::new(
         node.cluster_id,
         NodeId::UNASSIGNED,
@@ -55,7 +67,7 @@ fn check_size(node: &NodeArgs, op: &ClientOp) -> Outcome {
         }),
     );
     let mut out = BytesMut::new();
-    encode_stream_frame(&frame, &mut out, STREAM_FRAME_BYTES_MAX_DEFAULT)
+    encode_stream_frame_signed(&frame, &mut out, STREAM_FRAME_BYTES_MAX_DEFAULT, keys)
         .map(|_| ())
         .map_err(|e| Failure::op(format!("request too large, nothing changed: {e}")))
 }
@@ -75,8 +87,12 @@ fn transport_failure(node: &NodeArgs, kind: Kind, error: Error) -> Failure {
             ))
         }
         Error::Unreachable { message, .. } if message == "closed" => Failure::op(format!(
-            "{addr} closed the connection without answering (is --cluster-id {} right?)",
-            node.cluster_id
+            "{addr} closed the connection without answering (are --cluster-id {} and {} right?)",
+            node.cluster_id,
+            match &node.cluster_key_file {
+                Some(file) => format!("the keys of --cluster-key-file {}", file.display()),
+                None => "the lack of --cluster-key-file".to_string(),
+            }
         )),
         Error::Unreachable { message, .. } => {
             Failure::op(format!("cannot reach {addr}: {message}"))
@@ -223,7 +239,7 @@ pub fn delete(args: DeleteArgs) -> Outcome {
 }
 
 pub fn update(args: UpdateArgs) -> Outcome {
-    refuse_unsupported(&args.node.cluster_key_file)?;
+    keys(&args.node)?;
     let map = mapfile::read(&args.file, STREAM_FRAME_BYTES_MAX_DEFAULT).map_err(Failure::op)?;
     let op = ClientOp::Update {
         map: map.into_iter().collect(),

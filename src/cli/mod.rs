@@ -92,7 +92,9 @@ struct RunArgs {
     /// Keeps clusters on one network apart; frames of other ids are dropped.
     #[arg(long, value_name = "N", default_value_t = 0)]
     cluster_id: u32,
-    /// File with the cluster key (not supported by this version).
+    /// File with the cluster keys, one a line, the primary first: 64 hex
+    /// digits each (`#` comments). Every frame is signed and checked with
+    /// them. SIGHUP reads the file again (key rotation without downtime).
     #[arg(long, value_name = "F")]
     cluster_key_file: Option<PathBuf>,
     /// Log format on stderr; the level comes from RUST_LOG (default info).
@@ -109,7 +111,8 @@ struct NodeArgs {
     /// The cluster's id.
     #[arg(long, value_name = "N", default_value_t = 0)]
     cluster_id: u32,
-    /// File with the cluster key (not supported by this version).
+    /// File with the cluster keys, as for `run`: requests are signed with
+    /// the first, answers checked with any.
     #[arg(long, value_name = "F")]
     cluster_key_file: Option<PathBuf>,
     /// How long to wait for the answer, connecting included.
@@ -250,16 +253,6 @@ fn print(text: &str) -> Outcome {
 /// Writes one line to stdout, as [`print`].
 fn println(line: &str) -> Outcome {
     print(&format!("{line}\n"))
-}
-
-/// Refuses options this version cannot honour, naming them.
-fn refuse_unsupported(cluster_key_file: &Option<PathBuf>) -> Outcome {
-    if cluster_key_file.is_some() {
-        return Err(Failure::usage(
-            "--cluster-key-file: cluster keys are not supported by this version",
-        ));
-    }
-    Ok(())
 }
 
 /// A runtime for one command.

@@ -1,13 +1,19 @@
-//! `run`: one node in the foreground, until SIGINT or SIGTERM.
+//! `run`: one node in the foreground, until SIGINT or SIGTERM; SIGHUP
+//! reloads the cluster key file.
 
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use simple_raft::wire::Keyring;
 use simple_raft::{Config, Error, Node};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
-use super::{refuse_unsupported, runtime, Failure, LogFormat, Outcome, RunArgs};
+use super::{runtime, Failure, LogFormat, Outcome, RunArgs};
+
+/// A key file is a few lines; anything larger is not one.
+const KEY_FILE_BYTES_MAX: u64 = 64 * 1024;
 
 pub fn run(args: RunArgs) -> Outcome {
     if args.data_dir.is_some() {
@@ -15,13 +21,55 @@ pub fn run(args: RunArgs) -> Outcome {
             "--data-dir: durable storage is not supported by this version",
         ));
     }
-    refuse_unsupported(&args.cluster_key_file)?;
-    let config = config(&args);
+    let mut config = config(&args);
+    if let Some(path) = &args.cluster_key_file {
+        config.cluster_keys = Some(read_key_file(path).map_err(Failure::usage)?);
+    }
     config
         .validate()
         .map_err(|e| Failure::usage(e.to_string()))?;
     init_logging(args.log_format, "info");
-    runtime(true)?.block_on(serve(config))
+    if let Some(path) = &args.cluster_key_file {
+        warn_if_readable_by_others(path);
+    }
+    runtime(true)?.block_on(serve(config, args.cluster_key_file))
+}
+
+/// Reads a cluster key file: one entry a line, the primary first; an entry
+/// is 64 hex digits (a 32-byte key) or `unkeyed`; `#` starts a comment.
+/// The error names the file and the line, never a key.
+pub fn read_key_file(path: &Path) -> Result<Keyring, String> {
+    let fail = |what: String| format!("--cluster-key-file {}: {what}", path.display());
+    let size = std::fs::metadata(path)
+        .map_err(|e| fail(e.to_string()))?
+        .len();
+    if size > KEY_FILE_BYTES_MAX {
+        return Err(fail(format!(
+            "{size} bytes; a key file has at most {KEY_FILE_BYTES_MAX}"
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    Keyring::parse(&text).map_err(|e| fail(e.to_string()))
+}
+
+/// A key file others can read is a key others can use.
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                warn!(
+                    file = %path.display(),
+                    mode = format!("{:o}", mode & 0o777),
+                    "the cluster key file can be read by other users; consider chmod 600"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// The node's settings from the command line, library defaults otherwise.
@@ -55,24 +103,37 @@ pub fn init_logging(format: LogFormat, default: &str) {
     let _ = installed;
 }
 
-async fn serve(config: Config) -> Outcome {
-    // Registered before the node starts, so no signal is missed.
-    let mut signals = Signals::new()?;
+async fn serve(config: Config, key_file: Option<PathBuf>) -> Outcome {
+    // Registered before the node starts, so no signal is missed. SIGHUP
+    // only with a key file: without one it keeps its default (stop).
+    let mut signals = Signals::new(key_file.is_some())?;
     // A leave (with a leader's hand-over) gives up inside the node after
     // four election rounds; this bound only guards against a stuck node.
     let leave_wait =
         Duration::from_millis(4 * (config.election_timeout_ms + config.leader_timeout_ms) + 1_000);
     let join = config.join.clone();
+    let keys = config
+        .cluster_keys
+        .as_ref()
+        .map_or_else(|| "none".to_string(), Keyring::describe);
     let node = Node::start(config).await.map_err(|e| match e {
         Error::Config(_) => Failure::usage(e.to_string()),
         other => Failure::op(other.to_string()),
     })?;
-    info!(addr = %node.addr(), ?join, "listening");
+    info!(addr = %node.addr(), ?join, %keys, "listening");
     let mut status = node.subscribe();
-    tokio::select! {
-        signal = signals.next() => info!(signal, "stopping: leaving the cluster"),
-        _ = async { while status.changed().await.is_ok() {} } => {
-            return Err(Failure::op("the node stopped unexpectedly"));
+    loop {
+        tokio::select! {
+            signal = signals.next() => match signal {
+                Signal::Stop(signal) => {
+                    info!(signal, "stopping: leaving the cluster");
+                    break;
+                }
+                Signal::Reload => reload_keys(&node, key_file.as_deref()).await,
+            },
+            _ = async { while status.changed().await.is_ok() {} } => {
+                return Err(Failure::op("the node stopped unexpectedly"));
+            }
         }
     }
     tokio::select! {
@@ -82,22 +143,50 @@ async fn serve(config: Config) -> Outcome {
             Err(_) => warn!(wait_ms = leave_wait.as_millis() as u64,
                             "leaving took too long; stopping anyway"),
         },
-        signal = signals.next() => warn!(signal, "second signal: stopping at once"),
+        signal = signals.next_stop() => warn!(signal, "second signal: stopping at once"),
     }
     Ok(())
 }
 
-/// SIGINT and SIGTERM.
+/// SIGHUP: reads the key file again and hands its keys to the node; a file
+/// that cannot be used leaves the node with the keys it has.
+async fn reload_keys(node: &Node, key_file: Option<&Path>) {
+    let Some(path) = key_file else {
+        return;
+    };
+    match read_key_file(path) {
+        Ok(keys) => {
+            let described = keys.describe();
+            match node.set_cluster_keys(Some(keys)).await {
+                Ok(()) => info!(keys = %described, "cluster keys reloaded"),
+                Err(error) => warn!(%error, "cluster keys not reloaded"),
+            }
+        }
+        Err(error) => warn!(%error, "cluster keys not reloaded; keeping the current ones"),
+    }
+}
+
+/// What a signal asks for.
+enum Signal {
+    /// Leave and stop (SIGINT, SIGTERM), named.
+    Stop(&'static str),
+    /// Read the key file again (SIGHUP).
+    Reload,
+}
+
+/// SIGINT and SIGTERM, and SIGHUP when asked for.
 struct Signals {
     #[cfg(unix)]
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
     #[cfg(unix)]
-    fn new() -> Result<Signals, Failure> {
+    fn new(hangup: bool) -> Result<Signals, Failure> {
         use tokio::signal::unix::{signal, SignalKind};
         let listen = |kind: SignalKind| {
             signal(kind).map_err(|e| Failure::op(format!("cannot listen for signals: {e}")))
@@ -105,29 +194,50 @@ impl Signals {
         Ok(Signals {
             interrupt: listen(SignalKind::interrupt())?,
             terminate: listen(SignalKind::terminate())?,
+            hangup: if hangup {
+                Some(listen(SignalKind::hangup())?)
+            } else {
+                None
+            },
         })
     }
 
     #[cfg(not(unix))]
-    fn new() -> Result<Signals, Failure> {
+    fn new(_hangup: bool) -> Result<Signals, Failure> {
         Ok(Signals {})
     }
 
-    /// Waits for the next signal and names it.
+    /// Waits for the next signal.
     #[cfg(unix)]
-    async fn next(&mut self) -> &'static str {
+    async fn next(&mut self) -> Signal {
+        let hangup = async {
+            match &mut self.hangup {
+                Some(hangup) => hangup.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = self.interrupt.recv() => "SIGINT",
-            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => Signal::Stop("SIGINT"),
+            _ = self.terminate.recv() => Signal::Stop("SIGTERM"),
+            _ = hangup => Signal::Reload,
         }
     }
 
     #[cfg(not(unix))]
-    async fn next(&mut self) -> &'static str {
+    async fn next(&mut self) -> Signal {
         match tokio::signal::ctrl_c().await {
-            Ok(()) => "ctrl-c",
+            Ok(()) => Signal::Stop("ctrl-c"),
             // Cannot listen: never stop for a signal.
             Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Waits for the next signal that asks to stop, and names it.
+    async fn next_stop(&mut self) -> &'static str {
+        loop {
+            if let Signal::Stop(name) = self.next().await {
+                return name;
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use crate::wire::{DATAGRAM_BYTES_MAX_DEFAULT, STREAM_FRAME_BYTES_MAX_DEFAULT};
+use crate::wire::{Keyring, DATAGRAM_BYTES_MAX_DEFAULT, STREAM_FRAME_BYTES_MAX_DEFAULT};
 
 /// Settings of one node's protocol core. Times are milliseconds on the
 /// caller's clock.
@@ -52,6 +52,10 @@ pub struct CoreConfig {
     /// Hold transmits until the hard state from `poll_persist` is written
     /// (set when a data directory is used).
     pub durable: bool,
+    /// Cluster keys: frames are signed with the primary, and only frames
+    /// with a valid tag under one of the keys are accepted. `None`: frames
+    /// are sent without a tag, and tagged frames are refused.
+    pub keyring: Option<Keyring>,
 }
 
 impl CoreConfig {
@@ -78,6 +82,7 @@ impl CoreConfig {
             seeds_max: 64,
             introduce_interval_ms: 200,
             durable: false,
+            keyring: None,
         }
     }
 

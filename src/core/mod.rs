@@ -37,7 +37,8 @@ pub use metrics::CoreMetrics;
 pub use types::*;
 
 use crate::wire::{
-    decode_frame, DecodeLimits, Entry, Frame, LogId, Member, Message, NodeId, Snapshot,
+    decode_frame_keyed, DecodeLimits, Entry, Frame, Keyring, LogId, Member, Message, NodeId,
+    Snapshot,
 };
 use log::Log;
 use rng::Rng;
@@ -299,7 +300,8 @@ impl Core {
                 self.cfg.datagram_bytes_max
             },
         };
-        match decode_frame(bytes, &limits) {
+        // The tag is checked before any field of the frame is trusted.
+        match decode_frame_keyed(bytes, &limits, self.cfg.keyring.as_ref()) {
             Ok(frame) => {
                 let from = if stream {
                     self.addr_of(frame.sender).unwrap_or(from)
@@ -311,6 +313,13 @@ impl Core {
             Err(error) => self.metrics.decode_errors[error.reason().index()] += 1,
         }
         self.after_input(now);
+    }
+
+    /// Replaces the cluster keys (see [`CoreConfig::keyring`]): frames sent
+    /// from now on are signed with the new primary, frames received are
+    /// checked against the new keys. For a key rotation without downtime.
+    pub fn set_keyring(&mut self, keyring: Option<Keyring>) {
+        self.cfg.keyring = keyring;
     }
 
     /// Time has reached (or passed) [`Core::poll_timeout`].
@@ -648,13 +657,15 @@ impl Core {
             term,
             message,
         );
+        let keys = self.cfg.keyring.as_ref();
         self.scratch.clear();
-        let stream = match frame.encode(&mut self.scratch, self.cfg.datagram_bytes_max) {
+        let stream = match frame.encode_signed(&mut self.scratch, self.cfg.datagram_bytes_max, keys)
+        {
             Ok(_) => false,
             Err(_) => {
                 self.scratch.clear();
                 if frame
-                    .encode(&mut self.scratch, self.cfg.stream_frame_bytes_max)
+                    .encode_signed(&mut self.scratch, self.cfg.stream_frame_bytes_max, keys)
                     .is_err()
                 {
                     self.metrics.encode_errors += 1;

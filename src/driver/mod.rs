@@ -2,13 +2,15 @@
 //! listener on the same address, one timer, and a bounded inbox from the
 //! handles and connection tasks. After every input it drains the core.
 
+mod replay;
+pub(crate) use replay::unix_ms;
 pub(crate) mod stream_io;
 mod tcp;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,7 +22,7 @@ use crate::config::Config;
 use crate::core::{Command, Core, Event, RequestError, RequestId};
 use crate::error::Error;
 use crate::node::{Metrics, Status};
-use crate::wire::Snapshot;
+use crate::wire::{DecodeReason, Keyring, Snapshot};
 
 /// The committed map as handed to readers: shared, never copied per reader.
 pub type SharedMap = Arc<BTreeMap<String, String>>;
@@ -50,6 +52,11 @@ pub(crate) enum Inbound {
     ServeSnapshot {
         reply: oneshot::Sender<Snapshot>,
     },
+    /// New cluster keys, for the core and the TCP connections.
+    SetKeys {
+        keys: Option<Keyring>,
+        reply: oneshot::Sender<()>,
+    },
     Stop,
 }
 
@@ -71,6 +78,35 @@ pub(crate) struct DriverCounters {
     pub snapshots_served: AtomicU64,
     pub snapshots_fetched: AtomicU64,
     pub snapshot_fetch_errors: AtomicU64,
+    /// TCP frames refused by the decoder (the core counts the rest), by
+    /// [`DecodeReason::index`].
+    pub decode_errors: [AtomicU64; DecodeReason::ALL.len()],
+}
+
+impl DriverCounters {
+    pub(crate) fn count_decode_error(&self, reason: DecodeReason) {
+        self.decode_errors[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The cluster keys as the connection tasks see them; the node's task
+/// replaces them.
+#[derive(Debug, Default)]
+pub(crate) struct Keys(RwLock<Option<Arc<Keyring>>>);
+
+impl Keys {
+    fn new(keys: Option<Keyring>) -> Keys {
+        Keys(RwLock::new(keys.map(Arc::new)))
+    }
+
+    /// The current keys.
+    pub(crate) fn get(&self) -> Option<Arc<Keyring>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, keys: Option<Keyring>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = keys.map(Arc::new);
+    }
 }
 
 /// What connection tasks need from the node.
@@ -81,6 +117,10 @@ pub(crate) struct Shared {
     pub counters: Arc<DriverCounters>,
     pub cfg: Arc<Config>,
     pub addr: SocketAddr,
+    /// The cluster keys now (the ones in `cfg` are those it started with).
+    pub keys: Arc<Keys>,
+    /// Client writes served recently, against replays.
+    pub replay: Arc<Mutex<replay::ReplayGuard>>,
 }
 
 /// Binds UDP and TCP on one port (retrying for a free one when the port is
@@ -115,6 +155,8 @@ pub(crate) async fn spawn(
         inbox: inbox_tx,
         status: status_rx,
         counters: counters.clone(),
+        keys: Arc::new(Keys::new(cfg.cluster_keys.clone())),
+        replay: Arc::new(Mutex::new(replay::ReplayGuard::default())),
         cfg: cfg.clone(),
         addr,
     };
@@ -284,6 +326,15 @@ impl Driver {
             }
             Inbound::ServeSnapshot { reply } => {
                 let _ = reply.send(self.core.snapshot());
+            }
+            Inbound::SetKeys { keys, reply } => {
+                match &keys {
+                    Some(keys) => info!(keys = %keys.describe(), "cluster keys set"),
+                    None => info!("cluster keys removed"),
+                }
+                self.shared.keys.set(keys.clone());
+                self.core.set_keyring(keys);
+                let _ = reply.send(());
             }
             Inbound::Stop => {}
         }

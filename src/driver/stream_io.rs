@@ -5,8 +5,8 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::wire::{
-    decode_frame, encode_stream_frame, stream_frame_len, DecodeError, DecodeLimits, Frame,
-    LENGTH_PREFIX_BYTES,
+    decode_frame_keyed, encode_stream_frame_signed, stream_frame_len, DecodeError, DecodeLimits,
+    Frame, Keyring, LENGTH_PREFIX_BYTES,
 };
 
 /// Why a frame could not be read.
@@ -40,23 +40,26 @@ pub async fn read_frame_bytes<R: AsyncRead + Unpin>(
     Ok(body)
 }
 
-/// Reads and decodes one frame.
+/// Reads and decodes one frame, checking its tag against `keys`.
 pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     limits: &DecodeLimits,
+    keys: Option<&Keyring>,
 ) -> Result<Frame, ReadError> {
     let body = read_frame_bytes(reader, limits.frame_bytes_max).await?;
-    Ok(decode_frame(&body, limits)?)
+    Ok(decode_frame_keyed(&body, limits, keys)?)
 }
 
-/// Encodes and writes one frame with its length prefix.
+/// Encodes (signed with the primary of `keys`) and writes one frame with
+/// its length prefix.
 pub async fn write_frame<W: AsyncWrite + Unpin>(
     writer: &mut W,
     frame: &Frame,
     frame_bytes_max: usize,
+    keys: Option<&Keyring>,
 ) -> std::io::Result<()> {
     let mut out = BytesMut::new();
-    encode_stream_frame(frame, &mut out, frame_bytes_max)
+    encode_stream_frame_signed(frame, &mut out, frame_bytes_max, keys)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     writer.write_all(&out).await
 }

@@ -11,11 +11,13 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tracing::debug;
 
+use super::replay::unix_ms;
 use super::stream_io::{read_frame, read_frame_bytes, write_frame, write_frame_bytes, ReadError};
 use super::{DriverCounters, Inbound, Shared};
 use crate::node::Requester;
 use crate::wire::{
-    decode_frame, ClientResponse, DecodeLimits, Frame, Message, NodeId, Snapshot, SnapshotRequest,
+    decode_frame_keyed, ClientFailure, ClientOp, ClientReply, ClientRequest, ClientResponse,
+    DecodeLimits, Frame, Message, NodeId, Snapshot, SnapshotRequest,
 };
 
 /// Serves one accepted connection until it closes, idles too long or
@@ -53,18 +55,25 @@ pub(super) async fn serve(
                         .counters
                         .tcp_bad_frames
                         .fetch_add(1, Ordering::Relaxed);
+                    if let ReadError::Decode(error) = &error {
+                        shared.counters.count_decode_error(error.reason());
+                    }
                     debug!(%peer, %error, "closing connection");
                     return;
                 }
                 Ok(Ok(body)) => body,
             };
-        let frame = match decode_frame(&body, &limits) {
+        // The keys of this moment: a rotation applies from the next frame.
+        let keys = shared.keys.get();
+        // The tag is checked before any field of the frame is trusted.
+        let frame = match decode_frame_keyed(&body, &limits, keys.as_deref()) {
             Ok(frame) => frame,
             Err(error) => {
                 shared
                     .counters
                     .tcp_bad_frames
                     .fetch_add(1, Ordering::Relaxed);
+                shared.counters.count_decode_error(error.reason());
                 debug!(%peer, %error, "closing connection");
                 return;
             }
@@ -90,9 +99,13 @@ pub(super) async fn serve(
                 Some(Message::Snapshot(snapshot))
             }
             Message::ClientRequest(request) => {
-                let reply = requester.client(request.op).await;
+                let request_id = request.request_id;
+                let reply = match refuse_replay(&shared, &request) {
+                    Some(refused) => refused,
+                    None => requester.client(request.op).await,
+                };
                 Some(Message::ClientResponse(ClientResponse {
-                    request_id: request.request_id,
+                    request_id,
                     reply,
                 }))
             }
@@ -118,14 +131,50 @@ pub(super) async fn serve(
         };
         if let Some(message) = answer {
             let frame = Frame::new(cfg.cluster_id, NodeId::UNASSIGNED, 0, message);
-            if write_frame(&mut stream, &frame, cfg.stream_frame_bytes_max)
-                .await
-                .is_err()
+            // Signed with the keys of now: a rotation may have happened
+            // while the request was served.
+            let keys = shared.keys.get();
+            if write_frame(
+                &mut stream,
+                &frame,
+                cfg.stream_frame_bytes_max,
+                keys.as_deref(),
+            )
+            .await
+            .is_err()
             {
                 return;
             }
         }
     }
+}
+
+/// In a keyed cluster, a write must be recent and new to this node (see
+/// `replay.rs`); returns the refusal to answer, if any. Reads change
+/// nothing and are served whenever they come.
+fn refuse_replay(shared: &Shared, request: &ClientRequest) -> Option<ClientReply> {
+    let write = match request.op {
+        ClientOp::Status | ClientOp::Get { .. } => false,
+        ClientOp::Set { .. } | ClientOp::Remove { .. } | ClientOp::Update { .. } => true,
+    };
+    if !write || shared.keys.get().is_none() {
+        return None;
+    }
+    let admitted = shared
+        .replay
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .admit(request.request_id, unix_ms());
+    let refusal = admitted.err()?;
+    debug!(refusal = %refusal.message(), "client write refused");
+    let failure = match refusal {
+        super::replay::Refusal::Busy => ClientFailure::Busy,
+        _ => ClientFailure::Invalid,
+    };
+    Some(ClientReply::Failed {
+        failure,
+        message: refusal.message(),
+    })
 }
 
 /// Writes queued frames to `to` over one connection; ends on the first
@@ -165,17 +214,27 @@ pub(super) async fn fetch_snapshot(from: SocketAddr, shared: &Shared) -> Result<
             0,
             Message::SnapshotRequest(SnapshotRequest),
         );
-        write_frame(&mut stream, &request, cfg.stream_frame_bytes_max)
-            .await
-            .map_err(|e| e.to_string())?;
+        let keys = shared.keys.get();
+        write_frame(
+            &mut stream,
+            &request,
+            cfg.stream_frame_bytes_max,
+            keys.as_deref(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let limits = DecodeLimits {
             cluster_id: Some(cfg.cluster_id),
             frame_bytes_max: cfg.stream_frame_bytes_max,
         };
-        match read_frame(&mut stream, &limits)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        let keys = shared.keys.get();
+        let read = read_frame(&mut stream, &limits, keys.as_deref()).await;
+        match read.map_err(|e| {
+            if let ReadError::Decode(error) = &e {
+                shared.counters.count_decode_error(error.reason());
+            }
+            e.to_string()
+        })? {
             Frame {
                 message: Message::Snapshot(snapshot),
                 ..

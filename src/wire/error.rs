@@ -117,6 +117,18 @@ pub enum DecodeError {
         /// What they followed.
         after: &'static str,
     },
+    /// The frame has no authentication tag, and this node has a cluster key
+    /// (and no `unkeyed` entry in its keyring).
+    #[error("no authentication tag, and this node requires one")]
+    MissingTag,
+    /// The authentication tag is not the one any key of this node gives
+    /// (a node without a key accepts no tag at all): a wrong or rotated-out
+    /// key, or a forged or altered frame.
+    #[error("authentication tag ({len} bytes) matches none of this node's keys")]
+    BadTag {
+        /// The tag's length.
+        len: usize,
+    },
 }
 
 /// The reason of a [`DecodeError`] without its details: an index for
@@ -149,11 +161,15 @@ pub enum DecodeReason {
     TooLarge,
     /// See [`DecodeError::TrailingBytes`].
     TrailingBytes,
+    /// See [`DecodeError::MissingTag`].
+    MissingTag,
+    /// See [`DecodeError::BadTag`].
+    BadTag,
 }
 
 impl DecodeReason {
     /// Every reason, in counter order: `ALL[r.index()] == r`.
-    pub const ALL: [DecodeReason; 13] = [
+    pub const ALL: [DecodeReason; 15] = [
         DecodeReason::TooShort,
         DecodeReason::BadMagic,
         DecodeReason::UnsupportedVersion,
@@ -167,6 +183,8 @@ impl DecodeReason {
         DecodeReason::BadTagLength,
         DecodeReason::TooLarge,
         DecodeReason::TrailingBytes,
+        DecodeReason::MissingTag,
+        DecodeReason::BadTag,
     ];
 
     /// Position of this reason in [`DecodeReason::ALL`], for counter arrays.
@@ -190,6 +208,8 @@ impl DecodeReason {
             DecodeReason::BadTagLength => "bad_tag_length",
             DecodeReason::TooLarge => "too_large",
             DecodeReason::TrailingBytes => "trailing_bytes",
+            DecodeReason::MissingTag => "missing_tag",
+            DecodeReason::BadTag => "bad_tag",
         }
     }
 }
@@ -217,6 +237,8 @@ impl DecodeError {
             DecodeError::BadTagLength { .. } => DecodeReason::BadTagLength,
             DecodeError::TooLarge { .. } => DecodeReason::TooLarge,
             DecodeError::TrailingBytes { .. } => DecodeReason::TrailingBytes,
+            DecodeError::MissingTag => DecodeReason::MissingTag,
+            DecodeError::BadTag { .. } => DecodeReason::BadTag,
         }
     }
 }

@@ -4,17 +4,20 @@
 //! ```text
 //! magic(2) version(1) kind(1) flags(1) cluster_id(4, BE)
 //! sender(varint) term(varint) payload_len(varint) payload
-//! [tag_len(1) tag]            -- only when flags has TAGGED
+//! [tag tag_len(1)]            -- only when flags has TAGGED
 //! crc32(4, BE)                -- over every byte before it
 //! ```
 //!
 //! Only the magic and the version are looked at before the checksum: they are
 //! compared, never used to size or index anything, and reading the version
 //! first lets a future version change the trailer and still be reported as
-//! "unsupported version" instead of "bad checksum".
+//! "unsupported version" instead of "bad checksum". The tag length comes
+//! after the tag, so a keyed decoder finds the tag from the end of the frame
+//! and checks it before it reads any field of the header or the payload.
 
 use bytes::{BufMut, BytesMut};
 
+use super::auth::{ClusterKey, Keyring, TAG_BYTES};
 use super::message::{with_payload, Kind, Message, NodeId};
 use super::{varint, DecodeError, EncodeError};
 
@@ -22,7 +25,7 @@ use super::{varint, DecodeError, EncodeError};
 pub const MAGIC: [u8; 2] = *b"SR";
 /// The wire version this build speaks.
 pub const WIRE_VERSION: u8 = 1;
-/// Flags bit: an authentication tag follows the payload.
+/// Flags bit: an authentication tag and its length follow the payload.
 pub const FLAG_TAGGED: u8 = 0x01;
 /// Flag bits this version defines; the others must be zero.
 pub const FLAGS_KNOWN: u8 = FLAG_TAGGED;
@@ -51,8 +54,8 @@ pub struct Frame {
     pub term: u64,
     /// The message.
     pub message: Message,
-    /// Authentication tag over every byte before it, when the cluster uses
-    /// a key. `TAG_BYTES_MIN..=TAG_BYTES_MAX` bytes.
+    /// Authentication tag over every byte before it and its length byte,
+    /// when the cluster uses a key. `TAG_BYTES_MIN..=TAG_BYTES_MAX` bytes.
     pub tag: Option<Vec<u8>>,
 }
 
@@ -71,33 +74,75 @@ impl Frame {
     /// Exact size of the encoded frame in bytes.
     pub fn encoded_len(&self) -> usize {
         let payload_len = self.message.payload_len();
-        self.encoded_len_with_payload(payload_len)
+        self.encoded_len_with(payload_len, self.tag.as_ref().map(Vec::len))
     }
 
-    fn encoded_len_with_payload(&self, payload_len: usize) -> usize {
+    /// Exact size of the frame encoded by [`Frame::encode_signed`] with
+    /// `keys`.
+    pub fn signed_len(&self, keys: Option<&Keyring>) -> usize {
+        let payload_len = self.message.payload_len();
+        self.encoded_len_with(payload_len, signing_key(keys).map(|_| TAG_BYTES))
+    }
+
+    fn encoded_len_with(&self, payload_len: usize, tag_len: Option<usize>) -> usize {
         FIXED_HEADER_BYTES
             + varint::len_u64(u64::from(self.sender.0))
             + varint::len_u64(self.term)
             + varint::len_u64(payload_len as u64)
             + payload_len
-            + self.tag.as_ref().map_or(0, |t| 1 + t.len())
+            + tag_len.map_or(0, |len| len + 1)
             + CHECKSUM_BYTES
     }
 
-    /// Appends the encoded frame to `out` and returns its length. Refuses
-    /// (writing nothing) a frame larger than `frame_bytes_max`.
+    /// Appends the encoded frame, with the tag it carries (if any), to `out`
+    /// and returns its length. Refuses (writing nothing) a frame larger than
+    /// `frame_bytes_max`. Nodes use [`Frame::encode_signed`]; this one is
+    /// for tools and tests that write a given tag.
     pub fn encode(&self, out: &mut BytesMut, frame_bytes_max: usize) -> Result<usize, EncodeError> {
-        if let Some(tag) = &self.tag {
-            if !(TAG_BYTES_MIN..=TAG_BYTES_MAX).contains(&tag.len()) {
-                return Err(EncodeError::BadTagLength {
-                    len: tag.len(),
-                    min: TAG_BYTES_MIN,
-                    max: TAG_BYTES_MAX,
-                });
-            }
+        match &self.tag {
+            Some(tag) => self.encode_with(out, frame_bytes_max, TagSource::Given(tag)),
+            None => self.encode_with(out, frame_bytes_max, TagSource::None),
         }
+    }
+
+    /// Appends the frame signed with the primary key of `keys` (its tag
+    /// computed, `self.tag` ignored), or without a tag when there is no
+    /// keyring or its primary is `unkeyed`. Returns its length; refuses
+    /// (writing nothing) a frame larger than `frame_bytes_max`.
+    pub fn encode_signed(
+        &self,
+        out: &mut BytesMut,
+        frame_bytes_max: usize,
+        keys: Option<&Keyring>,
+    ) -> Result<usize, EncodeError> {
+        match signing_key(keys) {
+            Some(key) => self.encode_with(out, frame_bytes_max, TagSource::Sign(key)),
+            None => self.encode_with(out, frame_bytes_max, TagSource::None),
+        }
+    }
+
+    fn encode_with(
+        &self,
+        out: &mut BytesMut,
+        frame_bytes_max: usize,
+        tag: TagSource<'_>,
+    ) -> Result<usize, EncodeError> {
+        let tag_len = match tag {
+            TagSource::None => None,
+            TagSource::Given(tag) => {
+                if !(TAG_BYTES_MIN..=TAG_BYTES_MAX).contains(&tag.len()) {
+                    return Err(EncodeError::BadTagLength {
+                        len: tag.len(),
+                        min: TAG_BYTES_MIN,
+                        max: TAG_BYTES_MAX,
+                    });
+                }
+                Some(tag.len())
+            }
+            TagSource::Sign(_) => Some(TAG_BYTES),
+        };
         let payload_len = self.message.payload_len();
-        let len = self.encoded_len_with_payload(payload_len);
+        let len = self.encoded_len_with(payload_len, tag_len);
         if len > frame_bytes_max {
             return Err(EncodeError::TooLarge {
                 len,
@@ -109,7 +154,7 @@ impl Frame {
         out.put_slice(&MAGIC);
         out.put_u8(WIRE_VERSION);
         out.put_u8(self.message.kind() as u8);
-        out.put_u8(if self.tag.is_some() { FLAG_TAGGED } else { 0 });
+        out.put_u8(if tag_len.is_some() { FLAG_TAGGED } else { 0 });
         out.put_u32(self.cluster_id);
         varint::put_u64(out, u64::from(self.sender.0));
         varint::put_u64(out, self.term);
@@ -118,9 +163,17 @@ impl Frame {
         let written = with_payload!(&self.message, p => postcard::serialize_with_flavor(p, super::payload::AppendTo(out)));
         debug_assert!(written.is_ok(), "payload types always serialize");
         debug_assert_eq!(out.len() - payload_start, payload_len);
-        if let Some(tag) = &self.tag {
-            out.put_u8(tag.len() as u8);
-            out.put_slice(tag);
+        match tag {
+            TagSource::None => {}
+            TagSource::Given(tag) => {
+                out.put_slice(tag);
+                out.put_u8(tag.len() as u8);
+            }
+            TagSource::Sign(key) => {
+                let tag = super::auth::sign(key, &out[start..]);
+                out.put_slice(&tag);
+                out.put_u8(TAG_BYTES as u8);
+            }
         }
         let crc = crc32fast::hash(&out[start..]);
         out.put_u32(crc);
@@ -134,6 +187,18 @@ impl Frame {
         self.encode(&mut out, frame_bytes_max)?;
         Ok(out)
     }
+}
+
+/// Where the tag of a frame being encoded comes from.
+#[derive(Clone, Copy)]
+enum TagSource<'a> {
+    None,
+    Given(&'a [u8]),
+    Sign(&'a ClusterKey),
+}
+
+fn signing_key(keys: Option<&Keyring>) -> Option<&ClusterKey> {
+    keys.and_then(Keyring::signing_key)
 }
 
 /// What a decoder checks a frame against.
@@ -157,9 +222,38 @@ impl DecodeLimits {
 }
 
 /// Decodes one complete frame (a whole datagram, or the body of a stream
-/// frame). Never panics, never reads outside `input`, and allocates only
-/// for fields actually present in it.
+/// frame) **without checking its tag**: for tools that show a captured
+/// frame, and for tests. Nodes and clients use [`decode_frame_keyed`].
+/// Never panics, never reads outside `input`, and allocates only for fields
+/// actually present in it.
 pub fn decode_frame(input: &[u8], limits: &DecodeLimits) -> Result<Frame, DecodeError> {
+    decode(input, limits, Auth::Parse)
+}
+
+/// Decodes one complete frame as a node does: after the checksum and
+/// before any other field is looked at, the tag must be valid under one of
+/// the keys of `keys`. A frame without a tag is refused with
+/// [`DecodeError::MissingTag`] unless there is no keyring or it lists
+/// `unkeyed`; a frame with a tag that none of the keys gives (or any tag,
+/// without a keyring) with [`DecodeError::BadTag`].
+pub fn decode_frame_keyed(
+    input: &[u8],
+    limits: &DecodeLimits,
+    keys: Option<&Keyring>,
+) -> Result<Frame, DecodeError> {
+    decode(input, limits, Auth::Verify(keys))
+}
+
+/// What the decoder does with the tag.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    /// Reads it without checking it.
+    Parse,
+    /// Checks it against the keyring (none: no tag allowed).
+    Verify(Option<&'a Keyring>),
+}
+
+fn decode(input: &[u8], limits: &DecodeLimits, auth: Auth<'_>) -> Result<Frame, DecodeError> {
     if input.len() > limits.frame_bytes_max {
         return Err(DecodeError::TooLarge {
             len: input.len() as u64,
@@ -191,17 +285,34 @@ pub fn decode_frame(input: &[u8], limits: &DecodeLimits) -> Result<Frame, Decode
     let computed = crc32fast::hash(covered);
     // Fuzzing builds skip the comparison (not the computation) so that the
     // fuzzer reaches the payload decoder; the `frame_valid` target fuzzes
-    // frames with correct checksums.
+    // frames with correct checksums. The tag is checked in every build.
     if carried != computed && !cfg!(fuzzing) {
         return Err(DecodeError::BadChecksum { carried, computed });
     }
 
-    let kind = Kind::from_u8(covered[3]).ok_or(DecodeError::UnknownKind { found: covered[3] })?;
-    let flags = covered[4];
+    // Authentication, before any field is trusted: only the TAGGED bit and
+    // the tag length byte (the last before the checksum) are read, to find
+    // the tag; both are covered by the tag.
+    let (signed, tag) = split_tag(covered)?;
+    if let Auth::Verify(keys) = auth {
+        match tag {
+            None if keys.is_some_and(|k| !k.accepts_untagged()) => {
+                return Err(DecodeError::MissingTag)
+            }
+            None => {}
+            Some(tag) if !keys.is_some_and(|k| k.verify(signed, tag)) => {
+                return Err(DecodeError::BadTag { len: tag.len() })
+            }
+            Some(_) => {}
+        }
+    }
+
+    let kind = Kind::from_u8(signed[3]).ok_or(DecodeError::UnknownKind { found: signed[3] })?;
+    let flags = signed[4];
     if flags & !FLAGS_KNOWN != 0 {
         return Err(DecodeError::ReservedFlags { found: flags });
     }
-    let cluster_id = u32::from_be_bytes([covered[5], covered[6], covered[7], covered[8]]);
+    let cluster_id = u32::from_be_bytes([signed[5], signed[6], signed[7], signed[8]]);
     if let Some(expected) = limits.cluster_id {
         if cluster_id != expected {
             return Err(DecodeError::WrongCluster {
@@ -210,7 +321,7 @@ pub fn decode_frame(input: &[u8], limits: &DecodeLimits) -> Result<Frame, Decode
             });
         }
     }
-    let mut rest = &covered[FIXED_HEADER_BYTES..];
+    let mut rest = &signed[FIXED_HEADER_BYTES..];
     let (sender, used) = varint::get_u32(rest, "sender")?;
     rest = &rest[used..];
     let (term, used) = varint::get_u64(rest, "term")?;
@@ -224,52 +335,52 @@ pub fn decode_frame(input: &[u8], limits: &DecodeLimits) -> Result<Frame, Decode
         });
     }
     let (payload, after) = rest.split_at(declared as usize);
-    let tag = if flags & FLAG_TAGGED != 0 {
-        let Some((&tag_len, tag_and_more)) = after.split_first() else {
-            return Err(DecodeError::TooShort {
-                field: "tag length",
-                needed: 1,
-                available: 0,
-            });
-        };
-        let tag_len = usize::from(tag_len);
-        if !(TAG_BYTES_MIN..=TAG_BYTES_MAX).contains(&tag_len) {
-            return Err(DecodeError::BadTagLength {
-                len: tag_len,
-                min: TAG_BYTES_MIN,
-                max: TAG_BYTES_MAX,
-            });
-        }
-        if tag_and_more.len() < tag_len {
-            return Err(DecodeError::TooShort {
-                field: "tag",
-                needed: tag_len,
-                available: tag_and_more.len(),
-            });
-        }
-        let (tag, more) = tag_and_more.split_at(tag_len);
-        if !more.is_empty() {
-            return Err(DecodeError::TrailingBytes {
-                count: more.len(),
-                after: "tag",
-            });
-        }
-        Some(tag.to_vec())
-    } else {
-        if !after.is_empty() {
-            return Err(DecodeError::TrailingBytes {
-                count: after.len(),
-                after: "payload",
-            });
-        }
-        None
-    };
+    if !after.is_empty() {
+        return Err(DecodeError::TrailingBytes {
+            count: after.len(),
+            after: "payload",
+        });
+    }
     let message = super::payload::decode(kind, payload)?;
     Ok(Frame {
         cluster_id,
         sender: NodeId(sender),
         term,
         message,
-        tag,
+        tag: tag.map(<[u8]>::to_vec),
     })
+}
+
+/// Splits the bytes before the checksum into the signed part (header and
+/// payload) and the tag, when the TAGGED flag says there is one. The signed
+/// part is at least a fixed header and three one-byte varints long.
+fn split_tag(covered: &[u8]) -> Result<(&[u8], Option<&[u8]>), DecodeError> {
+    const HEADER_BYTES_MIN: usize = FIXED_HEADER_BYTES + 3;
+    if covered[4] & FLAG_TAGGED == 0 {
+        return Ok((covered, None));
+    }
+    let Some((&tag_len, before)) = covered.split_last() else {
+        return Err(DecodeError::TooShort {
+            field: "tag length",
+            needed: 1,
+            available: 0,
+        });
+    };
+    let tag_len = usize::from(tag_len);
+    if !(TAG_BYTES_MIN..=TAG_BYTES_MAX).contains(&tag_len) {
+        return Err(DecodeError::BadTagLength {
+            len: tag_len,
+            min: TAG_BYTES_MIN,
+            max: TAG_BYTES_MAX,
+        });
+    }
+    if before.len() < HEADER_BYTES_MIN + tag_len {
+        return Err(DecodeError::TooShort {
+            field: "tag",
+            needed: tag_len,
+            available: before.len().saturating_sub(HEADER_BYTES_MIN),
+        });
+    }
+    let (signed, tag) = before.split_at(before.len() - tag_len);
+    Ok((signed, Some(tag)))
 }

@@ -4,6 +4,7 @@
 //! is written down in `docs/WIRE.md`, with golden frames that the tests
 //! check byte for byte.
 
+mod auth;
 mod error;
 mod frame;
 mod message;
@@ -11,14 +12,17 @@ mod payload;
 mod stream;
 mod varint;
 
+pub use auth::{
+    ClusterKey, KeyEntry, Keyring, KeyringError, KEYRING_ENTRIES_MAX, KEY_BYTES, TAG_BYTES,
+};
 pub use error::{DecodeError, DecodeReason, EncodeError};
 pub use frame::{
-    decode_frame, DecodeLimits, Frame, CHECKSUM_BYTES, DATAGRAM_BYTES_MAX_DEFAULT,
-    FIXED_HEADER_BYTES, FLAGS_KNOWN, FLAG_TAGGED, FRAME_BYTES_MIN, MAGIC, TAG_BYTES_MAX,
-    TAG_BYTES_MIN, WIRE_VERSION,
+    decode_frame, decode_frame_keyed, DecodeLimits, Frame, CHECKSUM_BYTES,
+    DATAGRAM_BYTES_MAX_DEFAULT, FIXED_HEADER_BYTES, FLAGS_KNOWN, FLAG_TAGGED, FRAME_BYTES_MIN,
+    MAGIC, TAG_BYTES_MAX, TAG_BYTES_MIN, WIRE_VERSION,
 };
 pub use message::*;
 pub use stream::{
-    encode_stream_frame, stream_frame_len, StreamDecoder, LENGTH_PREFIX_BYTES,
-    STREAM_FRAME_BYTES_MAX_DEFAULT,
+    encode_stream_frame, encode_stream_frame_signed, stream_frame_len, StreamDecoder,
+    LENGTH_PREFIX_BYTES, STREAM_FRAME_BYTES_MAX_DEFAULT,
 };

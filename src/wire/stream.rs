@@ -8,6 +8,7 @@
 use bytes::{Buf, BufMut, BytesMut};
 
 use super::frame::{decode_frame, DecodeLimits, Frame, FRAME_BYTES_MIN};
+use super::Keyring;
 use super::{DecodeError, EncodeError};
 
 /// Bytes of the length prefix.
@@ -23,7 +24,31 @@ pub fn encode_stream_frame(
     out: &mut BytesMut,
     frame_bytes_max: usize,
 ) -> Result<usize, EncodeError> {
-    let len = frame.encoded_len();
+    encode_stream(frame, out, frame_bytes_max, None)
+}
+
+/// [`encode_stream_frame`] for a frame signed as by
+/// [`Frame::encode_signed`] with `keys`.
+pub fn encode_stream_frame_signed(
+    frame: &Frame,
+    out: &mut BytesMut,
+    frame_bytes_max: usize,
+    keys: Option<&Keyring>,
+) -> Result<usize, EncodeError> {
+    encode_stream(frame, out, frame_bytes_max, Some(keys))
+}
+
+/// `signed`: `None` writes the frame's own tag, `Some(keys)` signs.
+fn encode_stream(
+    frame: &Frame,
+    out: &mut BytesMut,
+    frame_bytes_max: usize,
+    signed: Option<Option<&Keyring>>,
+) -> Result<usize, EncodeError> {
+    let len = match signed {
+        None => frame.encoded_len(),
+        Some(keys) => frame.signed_len(keys),
+    };
     if len > frame_bytes_max || len > u32::MAX as usize {
         return Err(EncodeError::TooLarge {
             len,
@@ -33,7 +58,11 @@ pub fn encode_stream_frame(
     let start = out.len();
     out.reserve(LENGTH_PREFIX_BYTES + len);
     out.put_u32(len as u32);
-    match frame.encode(out, frame_bytes_max) {
+    let encoded = match signed {
+        None => frame.encode(out, frame_bytes_max),
+        Some(keys) => frame.encode_signed(out, frame_bytes_max, keys),
+    };
+    match encoded {
         Ok(written) => Ok(LENGTH_PREFIX_BYTES + written),
         Err(error) => {
             out.truncate(start);
@@ -65,7 +94,8 @@ pub fn stream_frame_len(
     Ok(len)
 }
 
-/// Takes complete frames off the front of a receive buffer.
+/// Takes complete frames off the front of a receive buffer. Like
+/// [`decode_frame`], it reads the tag without checking it: for tools.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamDecoder {
     limits: DecodeLimits,

@@ -7,6 +7,26 @@ use simple_raft::wire::*;
 
 pub const CLUSTER: u32 = 0x00C0_FFEE;
 
+/// The key of the tagged golden frame of docs/WIRE.md: the bytes 0 to 31.
+pub const GOLDEN_KEY: [u8; 32] = [
+    0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
+    0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f,
+];
+
+/// A keyring of [`GOLDEN_KEY`] alone.
+pub fn golden_keys() -> Keyring {
+    Keyring::new(GOLDEN_KEY)
+}
+
+/// `frame` with the tag that `keys` gives it, as a node would send it.
+pub fn signed(frame: &Frame, keys: &Keyring) -> Frame {
+    let mut out = bytes::BytesMut::new();
+    frame
+        .encode_signed(&mut out, 1 << 20, Some(keys))
+        .expect("encodes");
+    decode_frame_keyed(&out, &roomy(frame.cluster_id), Some(keys)).expect("decodes")
+}
+
 /// The golden examples of docs/WIRE.md, by the name they have there.
 pub fn golden() -> Vec<(&'static str, Frame, bool)> {
     let heartbeat = Frame::new(
@@ -22,8 +42,7 @@ pub fn golden() -> Vec<(&'static str, Frame, bool)> {
             seq: 9,
         }),
     );
-    let mut tagged = heartbeat.clone();
-    tagged.tag = Some((0u8..16).collect());
+    let tagged = signed(&heartbeat, &golden_keys());
     vec![
         ("heartbeat", heartbeat, false),
         (
