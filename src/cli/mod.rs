@@ -4,6 +4,7 @@
 //! unreachable node, refused request) with a one-line reason on stderr,
 //! 2 a usage error.
 
+mod bench;
 mod client;
 mod decode;
 mod demo;
@@ -48,6 +49,9 @@ enum Command {
     Update(UpdateArgs),
     /// Explain a frame captured off the wire, given in hex.
     Decode(decode::DecodeArgs),
+    /// Measure a cluster on loopback: commit latency, throughput, failover,
+    /// idle cost, catch-up and scale, as a table or JSON.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +215,7 @@ pub fn main() -> ExitCode {
         Command::Delete(args) => client::delete(args),
         Command::Update(args) => client::update(args),
         Command::Decode(args) => decode::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
