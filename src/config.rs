@@ -19,9 +19,9 @@ pub struct Config {
     /// The leader's heartbeat (the original's update interval).
     pub heartbeat_ms: u64,
     /// A follower that hears no leader for a random time between this and
-    /// twice this holds an election.
+    /// one and a half times this holds an election.
     pub leader_timeout_ms: u64,
-    /// An election round lasts a random time between this and twice this.
+    /// An election round lasts a random time between this and one and a half times this.
     pub election_timeout_ms: u64,
     /// Keeps clusters on one network apart; frames of other ids are dropped.
     pub cluster_id: u32,

@@ -178,11 +178,19 @@ impl Requester {
         answer.await.map_err(|_| Error::Stopped)
     }
 
-    /// Waits (at most until `deadline`, and at most two heartbeats) for the
-    /// status to change, e.g. for a leader to be known.
-    async fn wait_for_change(&self, deadline: Instant) {
+    /// A status receiver with the current status marked seen: taken before
+    /// an attempt, so that a change during the attempt (a new leader while a
+    /// write was being forwarded) ends the wait after it at once.
+    fn status_seen(&self) -> watch::Receiver<Status> {
         let mut status = self.shared.status.clone();
         status.borrow_and_update();
+        status
+    }
+
+    /// Waits (at most until `deadline`, and at most two heartbeats) for the
+    /// status to change since `status` was last seen, e.g. for a leader to
+    /// be known.
+    async fn wait_for_change(&self, status: &mut watch::Receiver<Status>, deadline: Instant) {
         let cap = Duration::from_millis(2 * self.shared.cfg.heartbeat_ms);
         let wait = deadline.saturating_duration_since(Instant::now()).min(cap);
         let _ = tokio::time::timeout(wait, status.changed()).await;
@@ -201,6 +209,7 @@ impl Requester {
                     Error::NoLeader
                 });
             }
+            let mut status = self.status_seen();
             match self.command(command.clone()).await? {
                 Ok(version) => return Ok(version),
                 Err(RequestError::NotLeader {
@@ -220,16 +229,18 @@ impl Requester {
                             | Error::Unreachable { .. }
                             | Error::Stopped
                             | Error::NotMember,
-                        ) => self.wait_for_change(deadline).await,
+                        ) => self.wait_for_change(&mut status, deadline).await,
                         Err(error) => return Err(error),
                     }
                 }
-                Err(RequestError::NotLeader { .. }) => self.wait_for_change(deadline).await,
+                Err(RequestError::NotLeader { .. }) => {
+                    self.wait_for_change(&mut status, deadline).await
+                }
                 Err(RequestError::Uncertain | RequestError::Timeout) => {
                     outcome_unknown = true;
-                    self.wait_for_change(deadline).await;
+                    self.wait_for_change(&mut status, deadline).await;
                 }
-                Err(RequestError::Busy { .. }) => self.wait_for_change(deadline).await,
+                Err(RequestError::Busy { .. }) => self.wait_for_change(&mut status, deadline).await,
                 Err(error) => return Err(Error::from_request(error)),
             }
         }
@@ -243,10 +254,11 @@ impl Requester {
             if Instant::now() >= deadline {
                 return Err(Error::NoLeader);
             }
+            let mut status = self.status_seen();
             match self.command(Command::ReadLinearizable).await? {
                 Ok(version) => return Ok(version),
                 Err(RequestError::NotLeader { .. } | RequestError::Timeout) => {
-                    self.wait_for_change(deadline).await
+                    self.wait_for_change(&mut status, deadline).await
                 }
                 Err(error) => return Err(Error::from_request(error)),
             }

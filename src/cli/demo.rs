@@ -189,7 +189,7 @@ impl Demo {
         self.say(&format!(
             "starting {count} nodes on 127.0.0.1: heartbeat {HEARTBEAT_MS} ms, leader timeout \
              {LEADER_TIMEOUT_MS}-{} ms (randomised), election timeout {ELECTION_TIMEOUT_MS} ms",
-            2 * LEADER_TIMEOUT_MS
+            LEADER_TIMEOUT_MS * 3 / 2
         ))?;
         self.form_cluster(count).await?;
         self.write_through_follower().await?;

@@ -85,11 +85,11 @@ struct RunArgs {
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     heartbeat_ms: u64,
     /// A follower that hears no leader for a random time between this and
-    /// twice this holds an election.
+    /// one and a half times this holds an election.
     #[arg(long, value_name = "N", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     leader_timeout_ms: u64,
-    /// An election round lasts a random time between this and twice this.
+    /// An election round lasts a random time between this and one and a half times this.
     #[arg(long, value_name = "N", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     election_timeout_ms: u64,

@@ -20,10 +20,10 @@ pub struct CoreConfig {
     /// The leader's heartbeat (the original's update interval).
     pub heartbeat_ms: u64,
     /// A follower that hears no leader for a random time in
-    /// `[leader_timeout_ms, 2 * leader_timeout_ms)` stands for election.
+    /// `[leader_timeout_ms, 1.5 * leader_timeout_ms)` stands for election.
     pub leader_timeout_ms: u64,
     /// An election round lasts a random time in
-    /// `[election_timeout_ms, 2 * election_timeout_ms)`.
+    /// `[election_timeout_ms, 1.5 * election_timeout_ms)`.
     pub election_timeout_ms: u64,
     /// Largest UDP frame sent or accepted.
     pub datagram_bytes_max: usize,
