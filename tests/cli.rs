@@ -2,139 +2,17 @@
 //! talking over real sockets. Every child process is killed when its guard
 //! drops; every wait is a bounded poll on a condition.
 
-use std::io::Read;
-use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_simple-raft");
-/// Short timings so elections and failover take a fraction of a second.
-const TIMINGS: [&str; 6] = [
-    "--heartbeat-ms",
-    "20",
-    "--leader-timeout-ms",
-    "200",
-    "--election-timeout-ms",
-    "200",
-];
-/// The longest a cluster may take to reach a state the test waits for.
-const SETTLE: Duration = Duration::from_secs(15);
-/// The longest one CLI invocation may take.
-const INVOCATION: Duration = Duration::from_secs(15);
+#[path = "support/process.rs"]
+mod process;
 
-/// A child process, killed and reaped when dropped. Its log, if any, is
-/// removed unless the test is failing.
-struct Proc {
-    child: Child,
-    log: Option<PathBuf>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(log) = &self.log {
-            if !thread::panicking() {
-                let _ = std::fs::remove_file(log);
-            }
-        }
-    }
-}
-
-impl Proc {
-    /// Waits (bounded) for the process to exit; returns its status code.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "process {} did not exit within {timeout:?}",
-                self.child.id()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// What one invocation of the binary did.
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(&self) -> bool {
-        self.code == Some(0)
-    }
-
-    fn json(&self) -> Option<Value> {
-        if !self.ok() {
-            return None;
-        }
-        serde_json::from_str(self.stdout.trim()).ok()
-    }
-
-    /// An operational failure: status 1 and exactly one line on stderr.
-    fn assert_operational_failure(&self, says: &str) {
-        assert_eq!(self.code, Some(1), "{self:?}");
-        assert_eq!(self.stderr.lines().count(), 1, "{self:?}");
-        assert!(self.stderr.contains(says), "{self:?} should say {says:?}");
-    }
-}
-
-/// Runs the binary to completion, killing it after [`INVOCATION`].
-fn cli(args: &[&str]) -> Run {
-    let mut proc = Proc {
-        child: Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the binary"),
-        log: None,
-    };
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(proc.child.stdout.take().expect("stdout")));
-    let stderr = drain(Box::new(proc.child.stderr.take().expect("stderr")));
-    let code = proc.wait_exit(INVOCATION);
-    Run {
-        code,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    }
-}
-
-/// A port free on 127.0.0.1 for UDP and TCP alike, released for the caller.
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = udp.local_addr().expect("local addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP");
-}
-
-fn addr(port: u16) -> String {
-    format!("127.0.0.1:{port}")
-}
+use process::{addr, cli, free_port, Proc, BIN, INVOCATION, SETTLE, TIMINGS};
 
 fn log_path(name: &str, port: u16) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-logs");

@@ -6,154 +6,27 @@
 //! every wait is a bounded poll.
 #![cfg(unix)]
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+#[path = "support/process.rs"]
+mod process;
+
+use process::{addr, cli, free_port, Proc, Run, BIN, SETTLE, TIMINGS};
 use simple_raft::wire::{
     Append, Change, Entry, Frame, Heartbeat, Keyring, LogId, Message, NodeId, VoteRequest,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_simple-raft");
-const TIMINGS: [&str; 6] = [
-    "--heartbeat-ms",
-    "20",
-    "--leader-timeout-ms",
-    "200",
-    "--election-timeout-ms",
-    "200",
-];
-/// The longest a cluster may take to reach a state the test waits for.
-const SETTLE: Duration = Duration::from_secs(15);
-/// The longest one CLI invocation may take.
-const INVOCATION: Duration = Duration::from_secs(15);
-
 const KEY: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
 const WRONG: &str = "a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5";
 const NEW: &str = "3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c";
-
-/// A child process, killed and reaped when dropped; its log is removed
-/// unless the test is failing.
-struct Proc {
-    child: Child,
-    log: Option<PathBuf>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(log) = &self.log {
-            if !thread::panicking() {
-                let _ = std::fs::remove_file(log);
-            }
-        }
-    }
-}
-
-impl Proc {
-    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "process did not exit in time");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// How often the node has logged `line`.
-    fn logged(&self, line: &str) -> usize {
-        let log = self.log.as_ref().expect("a node with a log");
-        std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .matches(line)
-            .count()
-    }
-
-    fn signal(&self, name: &str) {
-        let sent = Command::new("sh")
-            .args([
-                "-c",
-                "kill -s \"$0\" \"$1\"",
-                name,
-                &self.child.id().to_string(),
-            ])
-            .status()
-            .expect("run sh");
-        assert!(sent.success(), "kill -s {name} failed");
-    }
-}
-
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(&self) -> bool {
-        self.code == Some(0)
-    }
-
-    fn json(&self) -> Option<Value> {
-        if !self.ok() {
-            return None;
-        }
-        serde_json::from_str(self.stdout.trim()).ok()
-    }
-}
-
-fn cli(args: &[&str]) -> Run {
-    let mut proc = Proc {
-        child: Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the binary"),
-        log: None,
-    };
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(proc.child.stdout.take().expect("stdout")));
-    let stderr = drain(Box::new(proc.child.stderr.take().expect("stderr")));
-    let code = proc.wait_exit(INVOCATION);
-    Run {
-        code,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    }
-}
-
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = udp.local_addr().expect("local addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP");
-}
-
-fn addr(port: u16) -> String {
-    format!("127.0.0.1:{port}")
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-keys");
