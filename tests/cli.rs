@@ -3,16 +3,15 @@
 //! drops; every wait is a bounded poll on a condition.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use serde_json::{json, Value};
 
 #[path = "support/process.rs"]
 mod process;
 
-use process::{addr, cli, free_port, Proc, BIN, INVOCATION, SETTLE, TIMINGS};
+use process::{addr, cli, free_port, run_node, wait_until, Proc, INVOCATION, SETTLE};
 
 fn log_path(name: &str, port: u16) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-logs");
@@ -23,38 +22,7 @@ fn log_path(name: &str, port: u16) -> PathBuf {
 /// Starts `run` on `port`, joining through `join`; logs to a file that a
 /// failing test names.
 fn start_node(name: &str, port: u16, join: &[u16]) -> Proc {
-    let log = log_path(name, port);
-    eprintln!("node {} logs to {}", addr(port), log.display());
-    let listen = addr(port);
-    let mut args = vec!["run", "--listen", listen.as_str()];
-    args.extend(TIMINGS);
-    let join = join.iter().map(|p| addr(*p)).collect::<Vec<_>>().join(",");
-    if !join.is_empty() {
-        args.extend(["--join", join.as_str()]);
-    }
-    Proc {
-        child: Command::new(BIN)
-            .args(&args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create the log file"))
-            .spawn()
-            .expect("spawn a node"),
-        log: Some(log),
-    }
-}
-
-/// Polls `check` every 50 ms until it gives a value or `timeout` passes.
-fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(50));
-    }
+    run_node(port, join, &[], log_path(name, port))
 }
 
 fn status(port: u16) -> Option<Value> {

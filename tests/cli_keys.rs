@@ -8,18 +8,17 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 #[path = "support/process.rs"]
 mod process;
 
-use process::{addr, cli, free_port, Proc, Run, BIN, SETTLE, TIMINGS};
+use process::{addr, cli, free_port, run_node, wait_until, Proc, Run, SETTLE};
 use simple_raft::wire::{
     Append, Change, Entry, Frame, Heartbeat, Keyring, LogId, Message, NodeId, VoteRequest,
 };
@@ -43,45 +42,12 @@ fn write_keys(path: &Path, entries: &[&str]) {
     std::fs::rename(&tmp, path).expect("rename the key file");
 }
 
+/// Starts `run` on `port` with the keys of `key_file`, joining through
+/// `join`; logs to a file that a failing test names.
 fn start_node(name: &str, port: u16, join: &[u16], key_file: &Path) -> Proc {
-    let log = scratch(&format!("{name}-{port}.log"));
-    eprintln!("node {} logs to {}", addr(port), log.display());
-    let listen = addr(port);
     let key_file = key_file.to_str().expect("a UTF-8 path");
-    let mut args = vec![
-        "run",
-        "--listen",
-        listen.as_str(),
-        "--cluster-key-file",
-        key_file,
-    ];
-    args.extend(TIMINGS);
-    let join = join.iter().map(|p| addr(*p)).collect::<Vec<_>>().join(",");
-    if !join.is_empty() {
-        args.extend(["--join", join.as_str()]);
-    }
-    Proc {
-        child: Command::new(BIN)
-            .args(&args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create the log file"))
-            .spawn()
-            .expect("spawn a node"),
-        log: Some(log),
-    }
-}
-
-fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(50));
-    }
+    let log = scratch(&format!("{name}-{port}.log"));
+    run_node(port, join, &["--cluster-key-file", key_file], log)
 }
 
 fn status(port: u16, key_file: &Path) -> Option<Value> {

@@ -159,3 +159,40 @@ pub fn free_port() -> u16 {
 pub fn addr(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
+
+/// Starts `simple-raft run` on `port` with the short [`TIMINGS`], joining
+/// through `join`, with `extra` arguments; its stderr goes to `log`.
+pub fn run_node(port: u16, join: &[u16], extra: &[&str], log: PathBuf) -> Proc {
+    eprintln!("node {} logs to {}", addr(port), log.display());
+    let listen = addr(port);
+    let mut args = vec!["run", "--listen", listen.as_str()];
+    args.extend(extra);
+    args.extend(TIMINGS);
+    let join = join.iter().map(|p| addr(*p)).collect::<Vec<_>>().join(",");
+    if !join.is_empty() {
+        args.extend(["--join", join.as_str()]);
+    }
+    Proc {
+        child: Command::new(BIN)
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create the log file"))
+            .spawn()
+            .expect("spawn a node"),
+        log: Some(log),
+    }
+}
+
+/// Polls `check` every 50 ms until it gives a value or `timeout` passes.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
