@@ -427,18 +427,9 @@ impl Core {
             return;
         }
         leader.check_quorum_at = now + window;
-        let heard = self
-            .config
-            .values()
-            .filter(|m| m.voter)
-            .filter(|m| {
-                Some(m.id) == me
-                    || leader
-                        .progress
-                        .get(&m.id)
-                        .is_some_and(|p| p.last_heard + window >= now)
-            })
-            .count();
+        let heard = super::voters_answering(&self.config, me, &leader.progress, |p| {
+            p.last_heard + window >= now
+        });
         if heard < self.quorum() {
             let term = self.term;
             self.become_follower(now, term, None);

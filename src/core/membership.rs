@@ -433,15 +433,11 @@ impl Core {
         let Some(retiring) = leader.retiring else {
             return false;
         };
-        let acked = self
-            .voters()
-            .filter(|id| {
-                leader
-                    .progress
-                    .get(id)
-                    .is_some_and(|p| p.acked_seq >= retiring.seq)
-            })
-            .count();
+        // A retiring leader is not in the configuration: only the others
+        // count.
+        let acked = super::voters_answering(&self.config, None, &leader.progress, |p| {
+            p.acked_seq >= retiring.seq
+        });
         if acked < self.quorum() && now < retiring.deadline {
             return false;
         }

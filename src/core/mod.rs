@@ -96,6 +96,22 @@ impl Progress {
     }
 }
 
+/// How many voters of `config` are `me` or have a `progress` for which
+/// `answered` holds: the count a leader compares with the quorum for
+/// check-quorum, read confirmation and retiring.
+fn voters_answering(
+    config: &BTreeMap<NodeId, Member>,
+    me: Option<NodeId>,
+    progress: &BTreeMap<NodeId, Progress>,
+    answered: impl Fn(&Progress) -> bool,
+) -> usize {
+    config
+        .values()
+        .filter(|m| m.voter)
+        .filter(|m| Some(m.id) == me || progress.get(&m.id).is_some_and(&answered))
+        .count()
+}
+
 /// A linearizable read waiting for its quorum round.
 #[derive(Debug, Clone)]
 struct PendingRead {

@@ -96,17 +96,7 @@ impl Core {
             return;
         };
         let confirmed = |seq: u64| {
-            self.config
-                .values()
-                .filter(|m| m.voter)
-                .filter(|m| {
-                    Some(m.id) == me
-                        || leader
-                            .progress
-                            .get(&m.id)
-                            .is_some_and(|p| p.acked_seq >= seq)
-                })
-                .count()
+            super::voters_answering(&self.config, me, &leader.progress, |p| p.acked_seq >= seq)
                 >= quorum
         };
         let (done, waiting): (Vec<PendingRead>, Vec<PendingRead>) = leader
