@@ -14,6 +14,10 @@ pub struct Config {
     /// Where to listen, UDP and TCP on the same port. Port 0 picks a free
     /// one (see [`crate::Node::addr`]).
     pub listen: SocketAddr,
+    /// The address other nodes and clients reach this node at, when it is
+    /// not `listen` (behind a NAT, a container port mapping or a relay).
+    /// It is the node's name in the member list.
+    pub advertise: Option<SocketAddr>,
     /// Nodes to contact to join; empty starts a new cluster.
     pub join: Vec<SocketAddr>,
     /// The leader's heartbeat (the original's update interval).
@@ -70,6 +74,7 @@ impl Config {
         let core = CoreConfig::new(listen, join.clone(), 0);
         Config {
             listen,
+            advertise: None,
             join,
             heartbeat_ms: core.heartbeat_ms,
             leader_timeout_ms: core.leader_timeout_ms,
@@ -109,8 +114,15 @@ impl Config {
 
     /// Checks that the settings can work, naming the first that cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.core(self.listen, 0).validate()?;
+        self.core(self.advertise.unwrap_or(self.listen), 0)
+            .validate()?;
         let fail = |what: &'static str| Err(ConfigError { what });
+        if self
+            .advertise
+            .is_some_and(|a| a.port() == 0 || a.ip().is_unspecified())
+        {
+            return fail("advertise: needs a port and a reachable address (not 0.0.0.0)");
+        }
         if self.data_dir.is_some() {
             return fail("data_dir: durable storage is not supported by this version");
         }

@@ -387,7 +387,8 @@ impl Node {
         Node::start(config).await
     }
 
-    /// Where the node listens (the real port when started with port 0).
+    /// The node's address in the member list: [`Config::advertise`] when
+    /// set, else where it listens (the real port when started with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.requester.shared.addr
     }

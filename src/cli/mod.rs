@@ -74,6 +74,10 @@ struct RunArgs {
     /// Address to listen on, UDP and TCP on the same port (ip:port).
     #[arg(long, value_name = "ADDR")]
     listen: SocketAddr,
+    /// Address the others reach this node at, when not --listen (NAT, port
+    /// mapping, relay); it names the node in the member list.
+    #[arg(long, value_name = "ADDR")]
+    advertise: Option<SocketAddr>,
     /// Members to join through, comma-separated; none founds a new cluster.
     #[arg(long, value_name = "ADDR,ADDR...", value_delimiter = ',')]
     join: Vec<SocketAddr>,

@@ -75,6 +75,7 @@ fn warn_if_readable_by_others(path: &Path) {
 /// The node's settings from the command line, library defaults otherwise.
 fn config(args: &RunArgs) -> Config {
     let mut config = Config::new(args.listen, args.join.clone());
+    config.advertise = args.advertise;
     config.heartbeat_ms = args.heartbeat_ms;
     config.leader_timeout_ms = args.leader_timeout_ms;
     config.election_timeout_ms = args.election_timeout_ms;

@@ -137,10 +137,12 @@ pub(crate) async fn spawn(
 > {
     cfg.validate()?;
     let (udp, tcp) = bind(cfg.listen).await?;
-    let addr = udp.local_addr().map_err(|source| Error::Bind {
+    let bound = udp.local_addr().map_err(|source| Error::Bind {
         addr: cfg.listen,
         source,
     })?;
+    // The node is known by its advertised address; it listens where bound.
+    let addr = cfg.advertise.unwrap_or(bound);
     let incarnation = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_millis() as u64);
