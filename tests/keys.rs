@@ -616,7 +616,7 @@ async fn keys_rotate_on_running_nodes_without_a_failed_write() {
                 i += 1;
                 // Through the node's handle (forwarded to the leader over
                 // TCP) and through a client, in turn.
-                let result = if i % 2 == 0 {
+                let result = if i.is_multiple_of(2) {
                     nodes[w].set(format!("w{w}"), i.to_string()).await
                 } else {
                     let keys = client_keys.lock().unwrap().clone();

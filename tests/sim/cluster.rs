@@ -406,7 +406,7 @@ impl Sim {
                 self.fail(i, what);
             }
         }
-        let full = self.steps % self.full_check_every == 0;
+        let full = self.steps.is_multiple_of(self.full_check_every);
         let core = self.nodes[i].core.as_ref().expect("running");
         let checked = self.checker.after_step(i, core, full);
         if let Err(what) = checked {
