@@ -49,7 +49,8 @@ pub struct CoreConfig {
     pub seeds_max: usize,
     /// How often a joining node introduces itself again.
     pub introduce_interval_ms: u64,
-    /// Hold transmits until the hard state from `poll_persist` is written
+    /// Hand out every change to term, vote, identity and log through
+    /// `poll_persist`, and hold transmits and events until they are taken
     /// (set when a data directory is used).
     pub durable: bool,
     /// Cluster keys: frames are signed with the primary, and only frames

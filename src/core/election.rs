@@ -182,7 +182,7 @@ impl Core {
         self.metrics.elections += 1;
         self.set_term(self.term + 1);
         self.voted_for = Some(me);
-        self.persist_pending = true;
+        self.hard_state_dirty = true;
         self.set_leader(None);
         self.role = RoleState::Candidate {
             votes: BTreeSet::from([me]),
@@ -221,7 +221,7 @@ impl Core {
         if granted {
             if self.voted_for.is_none() {
                 self.voted_for = Some(sender);
-                self.persist_pending = true;
+                self.hard_state_dirty = true;
             }
             // A voter waits for the winner for one election round, then
             // goes back to following: never stuck as a voter.
@@ -318,11 +318,12 @@ impl Core {
     pub(super) fn found(&mut self, now: Millis) {
         let me = NodeId(1);
         self.id = Some(me);
+        self.identity_changed();
         self.joining = None;
         self.events.push_back(super::Event::Joined { id: me });
         self.set_term(1);
         self.voted_for = Some(me);
-        self.persist_pending = true;
+        self.hard_state_dirty = true;
         self.append_entry(Entry {
             term: 1,
             change: Change::AddMember(Member {

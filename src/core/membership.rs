@@ -249,6 +249,7 @@ impl Core {
 
     fn become_member(&mut self, id: NodeId) {
         self.id = Some(id);
+        self.identity_changed();
         self.joining = None;
         self.events.push_back(Event::Joined { id });
     }
@@ -458,6 +459,7 @@ impl Core {
         self.set_leader(None);
         if self.leaving {
             self.left = true;
+            self.identity_changed();
             if let Some((request, _)) = self.leave.take() {
                 self.done(request, Ok(version));
             }
@@ -466,6 +468,7 @@ impl Core {
         // Forget the old id (its votes stay with it) and introduce ourselves
         // again to everyone we know.
         self.id = None;
+        self.identity_changed();
         let mut joining = super::Joining {
             introduce_at: now,
             ..super::Joining::default()
@@ -501,6 +504,7 @@ impl Core {
             if others == 0 {
                 // The last voter: nobody to hand over to or to ask.
                 self.left = true;
+                self.identity_changed();
                 self.leave = None;
                 self.events.push_back(Event::Left);
                 let term = self.term;

@@ -205,7 +205,12 @@ pub struct Core {
 
     term: u64,
     voted_for: Option<NodeId>,
-    persist_pending: bool,
+    /// Term or vote changed since the last [`Core::poll_persist`].
+    hard_state_dirty: bool,
+    /// Log and identity changes not yet handed out (durable cores only).
+    persist: VecDeque<Persist>,
+    /// The state was replaced wholesale: the next persist is an image.
+    image_pending: bool,
 
     role: RoleState,
     /// Set while a vote granted in this term has no known winner.
@@ -243,14 +248,68 @@ pub struct Core {
 impl Core {
     /// A core for `config`, drawing randomness from `seed`.
     pub fn new(config: CoreConfig, seed: u64, now: Millis) -> Result<Core, ConfigError> {
+        let mut core = Core::blank(config, seed, now)?;
+        if core.cfg.seeds.iter().all(|s| *s == core.cfg.addr) {
+            core.found(now);
+        } else {
+            let mut joining = Joining {
+                introduce_at: now,
+                ..Joining::default()
+            };
+            joining.known.extend(core.cfg.seeds.iter().copied());
+            joining.known.insert(core.cfg.addr);
+            core.joining = Some(joining);
+        }
+        Ok(core)
+    }
+
+    /// A core that resumes from what a data directory kept: the same
+    /// member, with its term, vote, committed state and log. Without an
+    /// identity in `image` (the node never joined, or left), the same as
+    /// [`Core::new`]. The image must belong to `config.addr`.
+    pub fn restore(
+        mut config: CoreConfig,
+        seed: u64,
+        now: Millis,
+        image: DurableImage,
+    ) -> Result<Core, ConfigError> {
+        let Some(identity) = image.identity else {
+            return Core::new(config, seed, now);
+        };
+        if identity.addr != config.addr.to_string() {
+            return Err(ConfigError {
+                what: "the data directory belongs to a node at another address",
+            });
+        }
+        config.incarnation = identity.incarnation;
+        let mut core = Core::blank(config, seed, now)?;
+        core.id = Some(identity.id);
+        core.term = image.hard_state.term;
+        core.voted_for = image.hard_state.voted_for;
+        let last = image.snapshot.last;
+        core.state = State::from_snapshot(image.snapshot);
+        core.commit = last.version;
+        core.log.reset(last);
+        for entry in image.entries {
+            core.log.push(entry);
+        }
+        core.recompute_config();
+        core.reset_election_timer(now);
+        Ok(core)
+    }
+
+    /// A core with nothing: neither joining nor a member yet.
+    fn blank(config: CoreConfig, seed: u64, now: Millis) -> Result<Core, ConfigError> {
         config.validate()?;
-        let mut core = Core {
+        Ok(Core {
             rng: Rng::new(seed),
             id: None,
             left: false,
             term: 0,
             voted_for: None,
-            persist_pending: false,
+            hard_state_dirty: false,
+            persist: VecDeque::new(),
+            image_pending: false,
             role: RoleState::Follower,
             voter_until: None,
             leader: None,
@@ -274,19 +333,7 @@ impl Core {
             metrics: CoreMetrics::default(),
             scratch: BytesMut::new(),
             cfg: config,
-        };
-        if core.cfg.seeds.iter().all(|s| *s == core.cfg.addr) {
-            core.found(now);
-        } else {
-            let mut joining = Joining {
-                introduce_at: now,
-                ..Joining::default()
-            };
-            joining.known.extend(core.cfg.seeds.iter().copied());
-            joining.known.insert(core.cfg.addr);
-            core.joining = Some(joining);
-        }
-        Ok(core)
+        })
     }
 
     // ----- input -----
@@ -389,20 +436,40 @@ impl Core {
 
     // ----- output -----
 
-    /// Hard state (term, vote) changed since the last call: with a data
-    /// directory, write it durably before sending anything.
-    pub fn poll_persist(&mut self) -> Option<HardState> {
-        if !self.persist_pending {
+    /// The next change to make durable (`durable` cores only; others
+    /// always get `None`). Everything handed out must be on disk (written
+    /// and synced) before the next [`Core::poll_transmit`] or
+    /// [`Core::poll_event`] call: votes, acks and commits depend on it.
+    pub fn poll_persist(&mut self) -> Option<Persist> {
+        if !self.cfg.durable {
+            self.hard_state_dirty = false;
             return None;
         }
-        self.persist_pending = false;
-        Some(self.hard_state())
+        if self.image_pending {
+            // The image holds every change queued before or after it.
+            self.image_pending = false;
+            self.hard_state_dirty = false;
+            self.persist.clear();
+            return Some(Persist::Image(Box::new(self.durable_image())));
+        }
+        if self.hard_state_dirty {
+            self.hard_state_dirty = false;
+            return Some(Persist::HardState(self.hard_state()));
+        }
+        self.persist.pop_front()
+    }
+
+    /// Whether a durable core has changes not yet handed to
+    /// [`Core::poll_persist`]: until then nothing is sent or reported.
+    fn persist_outstanding(&self) -> bool {
+        self.cfg.durable
+            && (self.hard_state_dirty || self.image_pending || !self.persist.is_empty())
     }
 
     /// The next frame to send. With `durable` set, nothing is returned
-    /// while [`Core::poll_persist`] has a hard state to hand out.
+    /// while [`Core::poll_persist`] has something to hand out.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        if self.cfg.durable && self.persist_pending {
+        if self.persist_outstanding() {
             return None;
         }
         let transmit = self.transmits.pop_front()?;
@@ -411,8 +478,13 @@ impl Core {
         Some(transmit)
     }
 
-    /// The next event.
+    /// The next event. With `durable` set, nothing is returned while
+    /// [`Core::poll_persist`] has something to hand out (a write is not
+    /// done before its entry is on this node's disk).
     pub fn poll_event(&mut self) -> Option<Event> {
+        if self.persist_outstanding() {
+            return None;
+        }
         self.events.pop_front()
     }
 
@@ -562,6 +634,32 @@ impl Core {
         }
     }
 
+    /// Who this node is, while it is a member (not after it left).
+    pub fn identity(&self) -> Option<Identity> {
+        let id = self.id.filter(|_| !self.left)?;
+        Some(Identity {
+            id,
+            incarnation: self.cfg.incarnation,
+            addr: self.cfg.addr.to_string(),
+        })
+    }
+
+    /// Everything a data directory needs to restore this node: the
+    /// committed state as a snapshot and the log after it. Taken after a
+    /// snapshot install, and whenever the caller compacts its log.
+    pub fn durable_image(&self) -> DurableImage {
+        DurableImage {
+            identity: self.identity(),
+            hard_state: self.hard_state(),
+            snapshot: self.snapshot(),
+            entries: self
+                .log
+                .after(self.commit)
+                .map(|(_, e)| e.clone())
+                .collect(),
+        }
+    }
+
     /// Counters.
     pub fn metrics(&self) -> &CoreMetrics {
         &self.metrics
@@ -703,12 +801,43 @@ impl Core {
         member.addr.parse().ok()
     }
 
+    /// Queues a change for [`Core::poll_persist`] (durable cores only).
+    fn persist(&mut self, change: Persist) {
+        if self.cfg.durable && !self.image_pending {
+            self.persist.push_back(change);
+        }
+    }
+
+    /// Appends `entry` to the log, durably when the core is durable.
+    fn log_push(&mut self, entry: Entry) {
+        if self.cfg.durable {
+            let version = self.log.last().version + 1;
+            self.persist(Persist::Entry {
+                version,
+                entry: entry.clone(),
+            });
+        }
+        self.log.push(entry);
+    }
+
+    /// Drops the log from `version` on, durably when the core is durable.
+    fn log_truncate_from(&mut self, version: u64) {
+        self.persist(Persist::Truncate { from: version });
+        self.log.truncate_from(version);
+    }
+
+    /// The member id changed, or this node left: a restart must know.
+    fn identity_changed(&mut self) {
+        let identity = self.identity();
+        self.persist(Persist::Identity(identity));
+    }
+
     fn set_term(&mut self, term: u64) {
         if term != self.term {
             self.term = term;
             self.voted_for = None;
             self.voter_until = None;
-            self.persist_pending = true;
+            self.hard_state_dirty = true;
         }
     }
 

@@ -378,13 +378,13 @@ impl Core {
                 Some(_) => {
                     // Log matching (§5.3): an uncommitted conflicting suffix
                     // is replaced by the leader's.
-                    self.log.truncate_from(version);
+                    self.log_truncate_from(version);
                     membership_touched = true;
                 }
                 None => {}
             }
             membership_touched |= is_membership(&entry.change);
-            self.log.push(entry.clone());
+            self.log_push(entry.clone());
         }
         if membership_touched {
             self.recompute_config();
@@ -448,6 +448,8 @@ impl Core {
         }
         self.state = super::state::State::from_snapshot(snapshot);
         self.commit = last.version;
+        // Log records on disk may now contradict the state: replace all.
+        self.image_pending = self.cfg.durable;
         self.fetch_hint_at = None;
         self.metrics.snapshots_installed += 1;
         self.recompute_config();
@@ -464,7 +466,7 @@ impl Core {
     /// Appends an entry made by this leader.
     pub(super) fn append_entry(&mut self, entry: Entry) {
         let membership = is_membership(&entry.change);
-        self.log.push(entry);
+        self.log_push(entry);
         if membership {
             self.recompute_config();
         }

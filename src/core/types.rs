@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
-use crate::wire::{Change, LogId, NodeId};
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{Change, Entry, LogId, NodeId, Snapshot};
 
 /// Milliseconds on the caller's clock (any fixed origin). The core never
 /// reads a clock: every handler takes `now`.
@@ -188,7 +190,7 @@ pub struct Transmit {
 
 /// Term and vote: what must be on disk before any message that depends on
 /// them leaves the node, when a data directory is used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct HardState {
     /// Current term.
     pub term: u64,
@@ -206,4 +208,58 @@ pub struct Staleness {
     /// Milliseconds since the last heartbeat from a leader (0 on a leader;
     /// `None` if never heard).
     pub since_heartbeat_ms: Option<Millis>,
+}
+
+/// Who this node is in its cluster. Kept in a data directory so that a
+/// restart resumes as the same member, with the votes it cast.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Its member id.
+    pub id: NodeId,
+    /// The incarnation it joined with.
+    pub incarnation: u64,
+    /// The address it is known by (a data directory belongs to one).
+    pub addr: String,
+}
+
+/// One thing a durable node must write before it sends anything that
+/// depends on it: handed out by [`crate::core::Core::poll_persist`] in the
+/// order the core made the changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Persist {
+    /// Term or vote changed.
+    HardState(HardState),
+    /// This node became a member, or stopped being one (`None`).
+    Identity(Option<Identity>),
+    /// `entry` is now at `version`; any entry held at `version` or after
+    /// is replaced (a follower's conflicting suffix, Raft §5.3).
+    Entry {
+        /// Its version.
+        version: u64,
+        /// The change and its term.
+        entry: Entry,
+    },
+    /// Entries at `from` and after are gone.
+    Truncate {
+        /// The first version dropped.
+        from: u64,
+    },
+    /// The state was replaced by a snapshot: everything durable is replaced
+    /// by this image.
+    Image(Box<DurableImage>),
+}
+
+/// Everything a durable node keeps, as one value: what a data directory
+/// holds after compaction, and what [`crate::core::Core::restore`] starts
+/// from.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DurableImage {
+    /// The member this node is (`None`: not a member; nothing else counts).
+    pub identity: Option<Identity>,
+    /// Term and vote.
+    pub hard_state: HardState,
+    /// The committed state at some version.
+    pub snapshot: Snapshot,
+    /// The entries after the snapshot, committed or not, in order.
+    pub entries: Vec<Entry>,
 }
