@@ -50,6 +50,7 @@ pub mod core;
 mod driver;
 mod error;
 mod node;
+pub mod storage;
 pub mod wire;
 
 pub use client::Client;
