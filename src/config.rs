@@ -62,9 +62,12 @@ pub struct Config {
     /// on a running node with [`crate::Node::set_cluster_keys`]; see
     /// `docs/WIRE.md` for a rotation without downtime.
     pub cluster_keys: Option<Keyring>,
-    /// Where to keep term, vote and data across restarts. Not supported by
-    /// this version: a node without one rejoins as a new member after a
-    /// restart.
+    /// Where to keep term, vote, log and state across restarts (created if
+    /// missing): the node then comes back as the same member, and nothing
+    /// it acknowledged is lost even if every node crashes at once. Every
+    /// vote, ack and commit waits for an fsync. Without one, a restarted
+    /// node rejoins as a new member and catches up from the others. Needs
+    /// a fixed address (a port, or `advertise`).
     pub data_dir: Option<PathBuf>,
 }
 
@@ -123,8 +126,8 @@ impl Config {
         {
             return fail("advertise: needs a port and a reachable address (not 0.0.0.0)");
         }
-        if self.data_dir.is_some() {
-            return fail("data_dir: durable storage is not supported by this version");
+        if self.data_dir.is_some() && self.advertise.is_none() && self.listen.port() == 0 {
+            return fail("data_dir: needs a fixed port (a data directory belongs to one address)");
         }
         if self.tcp_connections_max == 0 || self.command_queue_max == 0 {
             return fail("tcp_connections_max and command_queue_max must be at least 1");

@@ -12,6 +12,11 @@ pub enum Error {
     /// The configuration cannot work. Nothing changed.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The data directory could not be opened (or, on a running node,
+    /// written: the node stopped). Nothing changed on disk that recovery
+    /// does not expect.
+    #[error("data directory: {0}")]
+    Storage(#[from] crate::storage::StorageError),
     /// Binding the sockets failed. Nothing changed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -92,7 +97,7 @@ impl Error {
             Error::TooLarge(_) => ClientFailure::TooLarge,
             Error::NotMember => ClientFailure::NotMember,
             Error::Invalid(_) | Error::Config(_) | Error::Bind { .. } => ClientFailure::Invalid,
-            Error::Stopped => ClientFailure::Stopping,
+            Error::Stopped | Error::Storage(_) => ClientFailure::Stopping,
         }
     }
 }

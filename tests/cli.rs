@@ -154,11 +154,11 @@ fn usage_errors_exit_2() {
         assert_eq!(run.code, Some(2), "{args:?}: {run:?}");
         assert!(!run.stderr.is_empty(), "{args:?}: {run:?}");
     }
-    // Options this version cannot honour are refused, not ignored.
+    // Options that cannot work together are refused, not ignored.
     let refused: [(&[&str], &str); 3] = [
         (
             &["run", "--listen", "127.0.0.1:0", "--data-dir", "state"],
-            "--data-dir: durable storage is not supported",
+            "data_dir: needs a fixed port",
         ),
         (
             &["run", "--listen", "127.0.0.1:0", "--cluster-key-file", "k"],

@@ -734,3 +734,97 @@ async fn bad_input_changes_nothing_and_is_counted() {
     }
     shutdown_all(nodes).await;
 }
+
+/// A port free on 127.0.0.1 for UDP and TCP at the time of asking: a data
+/// directory belongs to one address, so durable nodes need fixed ports.
+fn free_addr() -> SocketAddr {
+    for _ in 0..100 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let addr = udp.local_addr().expect("local addr");
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no port free for both UDP and TCP");
+}
+
+/// A directory under the target's temporary directory, emptied first.
+fn data_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("node-data")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+async fn start_durable(addr: SocketAddr, join: Vec<SocketAddr>, dir: &std::path::Path) -> Node {
+    let mut config = config(join);
+    config.listen = addr;
+    config.data_dir = Some(dir.to_owned());
+    poll_until(
+        WAIT,
+        "binding the address and locking the data directory",
+        async || match Node::start(config.clone()).await {
+            Ok(node) => Ok(node),
+            // The aborted node's sockets and lock go once its task is gone.
+            Err(error @ (Error::Bind { .. } | Error::Storage(_))) => Err(error.to_string()),
+            Err(error) => panic!("starting at {addr}: {error}"),
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_killed_at_once_comes_back_as_the_same_members_with_every_acknowledged_write() {
+    const WRITES: usize = 120;
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let dirs: Vec<_> = (0..3)
+        .map(|i| data_dir(&format!("whole-cluster-{i}")))
+        .collect();
+    let joins = |i: usize| if i == 0 { vec![] } else { vec![addrs[0]] };
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let node = start_durable(addrs[i], joins(i), &dirs[i]).await;
+        let addr = addrs[i].to_string();
+        node.wait_for(WAIT, |s| {
+            s.members.iter().any(|m| m.addr == addr && m.voter)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{addr} did not become a voter: {e}"));
+        nodes.push(node);
+    }
+    agreed_leader(&nodes, 1, WAIT).await;
+    let members_before = nodes[0].status().members;
+    let mut acknowledged = BTreeMap::new();
+    for i in 0..WRITES {
+        let (key, value) = (format!("k{}", i % 40), format!("v{i}"));
+        nodes[i % 3].set(&key, &value).await.unwrap();
+        acknowledged.insert(key, value);
+    }
+    let term_before = nodes[0].status().term;
+
+    // kill -9 of the whole cluster: no hand-over, nothing flushed.
+    for node in nodes.drain(..) {
+        node.abort();
+    }
+    for i in 0..3 {
+        nodes.push(start_durable(addrs[i], joins(i), &dirs[i]).await);
+    }
+    let leader = agreed_leader(&nodes, term_before + 1, WAIT).await;
+    assert_eq!(
+        nodes[leader].status().members,
+        members_before,
+        "the same members, with the same ids, come back"
+    );
+    let map = nodes[leader].read_linearizable().await.unwrap();
+    assert_eq!(*map, acknowledged, "the leader lost a write");
+    let version = nodes[leader].status().version;
+    for node in &nodes {
+        node.wait_for(WAIT, |s| s.version >= version).await.unwrap();
+        let map = node.data().await.unwrap();
+        assert_eq!(*map, acknowledged, "{} lost a write", node.addr());
+    }
+    // And the cluster goes on taking writes.
+    nodes[1].set("after", "restart").await.unwrap();
+    shutdown_all(nodes).await;
+}

@@ -81,7 +81,9 @@ struct RunArgs {
     /// Members to join through, comma-separated; none founds a new cluster.
     #[arg(long, value_name = "ADDR,ADDR...", value_delimiter = ',')]
     join: Vec<SocketAddr>,
-    /// Directory for durable state (not supported by this version).
+    /// Directory for term, vote, log and state (created if missing): a
+    /// restarted node comes back as the same member with everything it
+    /// acknowledged. Without it, a restart rejoins as a new member.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Interval between the leader's heartbeats.

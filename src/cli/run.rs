@@ -16,11 +16,6 @@ use super::{runtime, Failure, LogFormat, Outcome, RunArgs};
 const KEY_FILE_BYTES_MAX: u64 = 64 * 1024;
 
 pub fn run(args: RunArgs) -> Outcome {
-    if args.data_dir.is_some() {
-        return Err(Failure::usage(
-            "--data-dir: durable storage is not supported by this version",
-        ));
-    }
     let mut config = config(&args);
     if let Some(path) = &args.cluster_key_file {
         config.cluster_keys = Some(read_key_file(path).map_err(Failure::usage)?);
@@ -76,6 +71,7 @@ fn warn_if_readable_by_others(path: &Path) {
 fn config(args: &RunArgs) -> Config {
     let mut config = Config::new(args.listen, args.join.clone());
     config.advertise = args.advertise;
+    config.data_dir = args.data_dir.clone();
     config.heartbeat_ms = args.heartbeat_ms;
     config.leader_timeout_ms = args.leader_timeout_ms;
     config.election_timeout_ms = args.election_timeout_ms;
@@ -113,6 +109,7 @@ async fn serve(config: Config, key_file: Option<PathBuf>) -> Outcome {
     let leave_wait =
         Duration::from_millis(4 * (config.election_timeout_ms + config.leader_timeout_ms) + 1_000);
     let join = config.join.clone();
+    let durable = config.data_dir.is_some();
     let keys = config
         .cluster_keys
         .as_ref()
@@ -127,7 +124,7 @@ async fn serve(config: Config, key_file: Option<PathBuf>) -> Outcome {
         tokio::select! {
             signal = signals.next() => match signal {
                 Signal::Stop(signal) => {
-                    info!(signal, "stopping: leaving the cluster");
+                    info!(signal, durable, "stopping (leaving the cluster unless durable)");
                     break;
                 }
                 Signal::Reload => reload_keys(&node, key_file.as_deref()).await,
@@ -136,6 +133,18 @@ async fn serve(config: Config, key_file: Option<PathBuf>) -> Outcome {
                 return Err(Failure::op("the node stopped unexpectedly"));
             }
         }
+    }
+    if durable {
+        // A node with a data directory comes back as the same member: it
+        // stops without leaving (a leader hands over first).
+        tokio::select! {
+            stopped = tokio::time::timeout(leave_wait, node.shutdown()) => match stopped {
+                Ok(_) => info!("stopped; still a member"),
+                Err(_) => warn!("handing over took too long; stopping anyway"),
+            },
+            signal = signals.next_stop() => warn!(signal, "second signal: stopping at once"),
+        }
+        return Ok(());
     }
     tokio::select! {
         left = tokio::time::timeout(leave_wait, node.leave()) => match left {

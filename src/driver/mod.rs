@@ -22,6 +22,8 @@ use crate::config::Config;
 use crate::core::{Command, Core, Event, RequestError, RequestId};
 use crate::error::Error;
 use crate::node::{Metrics, Status};
+use crate::storage::format::Record;
+use crate::storage::{DataDir, StorageError};
 use crate::wire::{DecodeReason, Keyring, Snapshot};
 
 /// The committed map as handed to readers: shared, never copied per reader.
@@ -146,7 +148,43 @@ pub(crate) async fn spawn(
     let incarnation = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_millis() as u64);
-    let core = Core::new(cfg.core(addr, incarnation), rand::random(), 0)?;
+    let (core, storage) = match &cfg.data_dir {
+        None => (
+            Core::new(cfg.core(addr, incarnation), rand::random(), 0)?,
+            None,
+        ),
+        Some(path) => {
+            let (dir, opened) = DataDir::open(
+                path,
+                cfg.cluster_id,
+                &addr.to_string(),
+                cfg.stream_frame_bytes_max
+                    .saturating_add(RECORD_OVERHEAD_BYTES),
+            )?;
+            if let Some(damage) = &opened.damage {
+                warn!(
+                    dir = %path.display(),
+                    offset = damage.offset,
+                    bytes_dropped = damage.bytes_dropped,
+                    reason = %damage.reason,
+                    "data directory: cut off a torn or damaged log tail"
+                );
+            }
+            let image = opened.image;
+            info!(
+                dir = %path.display(),
+                id = ?image.identity.as_ref().map(|i| i.id),
+                term = image.hard_state.term,
+                version = image.snapshot.last.version + image.entries.len() as u64,
+                records = opened.records,
+                "data directory opened"
+            );
+            let mut core_cfg = cfg.core(addr, incarnation);
+            core_cfg.durable = true;
+            let core = Core::restore(core_cfg, rand::random(), 0, image)?;
+            (core, Some(dir))
+        }
+    };
     let (inbox_tx, inbox_rx) = mpsc::channel(cfg.command_queue_max);
     let (status_tx, status_rx) = watch::channel(Status::of(&core, None));
     let (data_tx, _) = watch::channel(SharedMap::default());
@@ -164,6 +202,7 @@ pub(crate) async fn spawn(
     };
     let driver = Driver {
         core,
+        storage,
         start: Instant::now(),
         udp: Arc::new(udp),
         shared: shared.clone(),
@@ -208,6 +247,8 @@ async fn bind(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), Error> {
 
 struct Driver {
     core: Core,
+    /// The data directory, when there is one.
+    storage: Option<DataDir>,
     start: Instant,
     udp: Arc<UdpSocket>,
     shared: Shared,
@@ -223,6 +264,9 @@ struct Driver {
     fetching: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// What a log record adds to the largest entry it holds.
+const RECORD_OVERHEAD_BYTES: usize = 1024;
+
 /// Frames queued to one peer's TCP stream before new ones are dropped.
 const PEER_QUEUE_FRAMES_MAX: usize = 64;
 
@@ -235,8 +279,8 @@ impl Driver {
         info!(id = ?self.core.id(), "node started");
         let mut buf = vec![0u8; 65_536];
         let udp = self.udp.clone();
-        self.drain();
-        loop {
+        let mut drained = self.drain();
+        while drained.is_ok() {
             let deadline = self
                 .core
                 .poll_timeout()
@@ -279,7 +323,11 @@ impl Driver {
                     self.core.handle_timeout(now);
                 }
             }
-            self.drain();
+            drained = self.drain();
+        }
+        if let Err(error) = drained {
+            // Going on would mean sending what is not on disk.
+            tracing::error!(%error, "cannot write the data directory: stopping the node");
         }
         for (_, reply) in self.pending.drain() {
             let _ = reply.send(Err(RequestError::NotMember));
@@ -354,10 +402,24 @@ impl Driver {
         }
     }
 
-    /// Takes everything the core has to say.
-    fn drain(&mut self) {
-        while self.core.poll_persist().is_some() {
-            // No data directory in this version: nothing to write.
+    /// Takes everything the core has to say: what must be durable first
+    /// (written and synced), then frames and events.
+    fn drain(&mut self) -> Result<(), StorageError> {
+        if let Some(dir) = &mut self.storage {
+            while let Some(change) = self.core.poll_persist() {
+                match Record::from_persist(change) {
+                    Ok(record) => dir.append(&record)?,
+                    Err(image) => dir.write_image(&image)?,
+                }
+            }
+            dir.sync()?;
+            if dir.wants_compaction() {
+                debug!(
+                    log_bytes = dir.log_bytes(),
+                    "compacting the log into an image"
+                );
+                dir.write_image(&self.core.durable_image())?;
+            }
         }
         while let Some(transmit) = self.core.poll_transmit() {
             if transmit.stream {
@@ -403,6 +465,7 @@ impl Driver {
             let map = self.shared_map();
             self.data_tx.send_replace(map);
         }
+        Ok(())
     }
 
     fn send_stream(&mut self, to: SocketAddr, bytes: Bytes) {
