@@ -5,6 +5,8 @@
 //! - `SIM_SEEDS=N`: N seeds (from `SIM_SEED_BASE`, default 0).
 //! - `SIM_SEED=S`: replay one seed, printing its trace.
 //! - `SIM_NODES=K`: force the cluster size.
+//! - `SIM_DURABILITY=off|all|mixed`: force which nodes keep a data
+//!   directory (otherwise drawn per seed: a third each).
 
 #[path = "sim/mod.rs"]
 mod sim;
@@ -15,6 +17,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use sim::env_u64;
+use sim::plan::Durability;
 use sim::run::{run_seed, RunOptions};
 
 /// Seeds the default run takes.
@@ -38,9 +41,18 @@ const REGRESSION_SEEDS: &[u64] = &[
 ];
 
 fn options() -> RunOptions {
+    let durability = std::env::var("SIM_DURABILITY")
+        .ok()
+        .map(|d| match d.trim() {
+            "off" => Durability::Off,
+            "all" => Durability::All,
+            "mixed" => Durability::Mixed,
+            other => panic!("SIM_DURABILITY={other:?}: expected off, all or mixed"),
+        });
     RunOptions {
         nodes: env_u64("SIM_NODES").map(|n| n as usize),
         verbose: false,
+        durability,
     }
 }
 
@@ -118,6 +130,11 @@ fn seeds() {
 
 #[test]
 fn regression_seeds() {
-    let failed = run_many(REGRESSION_SEEDS.to_vec(), options());
+    // Found before data directories: replayed as they ran then.
+    let options = RunOptions {
+        durability: Some(Durability::Off),
+        ..options()
+    };
+    let failed = run_many(REGRESSION_SEEDS.to_vec(), options);
     assert!(failed.is_empty(), "regression seeds failed: {failed:?}");
 }

@@ -89,6 +89,9 @@ impl Sim {
             seeds: Vec::new(),
             clock_offset_ms: 0,
             inbox: VecDeque::new(),
+            durable: false,
+            disk: Default::default(),
+            crash_on_write: false,
             spins: (0, 0),
         });
         i
@@ -102,7 +105,8 @@ impl Sim {
             .collect()
     }
 
-    /// Starts a fresh process (a new incarnation, no data) at slot `i`.
+    /// Starts a process at slot `i`: a new incarnation, with no data, or
+    /// with what its disk kept when it is durable.
     pub fn start(&mut self, i: usize, seeds: Vec<SocketAddr>) {
         assert!(self.nodes[i].core.is_none(), "n{i} is already running");
         let node = &mut self.nodes[i];
@@ -110,17 +114,45 @@ impl Sim {
         node.status = Status::Up;
         node.paused = false;
         node.leaving = false;
+        node.crash_on_write = false;
         node.seeds = seeds.clone();
         node.inbox.clear();
         let incarnation = node.incarnation;
-        let config = self.params.config(node.addr, seeds.clone(), incarnation);
+        let mut config = self.params.config(node.addr, seeds.clone(), incarnation);
+        config.durable = node.durable;
         let core_seed = self.rng.next_u64();
-        let core = match Core::new(config, core_seed, self.clock(i)) {
+        let now = self.clock(i);
+        let mut restored = false;
+        let core = if self.nodes[i].durable {
+            let recovery = match self.nodes[i].disk.recover() {
+                Ok(recovery) => recovery,
+                Err(e) => self.fail(i, e),
+            };
+            let image = recovery.image;
+            restored = image.identity.is_some();
+            self.trace.record(self.now, "restore", i, incarnation, || {
+                format!(
+                    "id {:?} {:?} snapshot {:?} + {} entries ({} records, damage {:?})",
+                    image.identity.as_ref().map(|m| m.id),
+                    image.hard_state,
+                    image.snapshot.last,
+                    image.entries.len(),
+                    recovery.records,
+                    recovery.damage
+                )
+            });
+            Core::restore(config, core_seed, now, image)
+        } else {
+            Core::new(config, core_seed, now)
+        };
+        let core = match core {
             Ok(core) => core,
             Err(e) => self.fail(i, format!("the configuration was refused: {e}")),
         };
+        if let Err(what) = self.checker.restarted(i, incarnation, &core, restored) {
+            self.fail(i, what);
+        }
         self.nodes[i].core = Some(core);
-        self.checker.reset(i, incarnation);
         self.trace.record(self.now, "start", i, incarnation, || {
             format!("incarnation {incarnation} seeds {seeds:?}")
         });
@@ -206,6 +238,14 @@ impl Sim {
             .core
             .as_ref()
             .unwrap_or_else(|| panic!("n{i} is not running"))
+    }
+
+    /// The incarnation slot `i`'s member record carries: the one its
+    /// process joined with, which a durable restart keeps.
+    pub fn member_incarnation(&self, i: usize) -> u64 {
+        self.core(i)
+            .identity()
+            .map_or(self.nodes[i].incarnation, |m| m.incarnation)
     }
 
     /// Whether slot `i` runs and is not paused.
@@ -375,6 +415,9 @@ impl Sim {
     /// Takes everything a handler call produced, routes it, and checks the
     /// node.
     pub(super) fn drain(&mut self, i: usize) {
+        if self.nodes[i].durable && self.persist(i) {
+            return;
+        }
         let mut transmits = Vec::new();
         let mut events = Vec::new();
         {
@@ -391,7 +434,6 @@ impl Sim {
                     break;
                 }
             }
-            while core.poll_persist().is_some() {}
         }
         if transmits.len() > OUTPUTS_PER_STEP_MAX || events.len() > OUTPUTS_PER_STEP_MAX {
             self.fail(i, "one handler call produced an unbounded output".into());
@@ -418,6 +460,34 @@ impl Sim {
             self.stop(i, Status::Left);
             self.departures.push(i);
         }
+    }
+
+    /// Writes what durable slot `i` must keep before it sends anything;
+    /// true if it crashed in the middle of the write (as asked).
+    fn persist(&mut self, i: usize) -> bool {
+        let node = &mut self.nodes[i];
+        let core = node.core.as_mut().expect("running");
+        let mut batch = Vec::new();
+        while let Some(change) = core.poll_persist() {
+            batch.push(change);
+            if batch.len() > OUTPUTS_PER_STEP_MAX {
+                self.fail(i, "one handler call produced an unbounded persist".into());
+            }
+        }
+        if batch.is_empty() {
+            return false;
+        }
+        if node.crash_on_write {
+            let mut rng = self.rng.fork();
+            let records = batch.len() as u64;
+            node.disk.write_torn(batch, &mut rng);
+            self.trace
+                .record(self.now, "torn", i, records, || format!("{records} writes"));
+            self.crash(i);
+            return true;
+        }
+        node.disk.write(batch, || core.durable_image());
+        false
     }
 
     pub(super) fn on_event(&mut self, i: usize, event: Event) -> Result<(), String> {

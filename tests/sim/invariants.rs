@@ -61,6 +61,48 @@ impl Checker {
         };
     }
 
+    /// Slot `node` started incarnation `incarnation` as `core`: fresh, or
+    /// restored from its disk. A restored member must have kept its term
+    /// (every term change was synced before anything was sent), and its
+    /// state must be one the cluster committed.
+    pub fn restarted(
+        &mut self,
+        node: usize,
+        incarnation: u64,
+        core: &Core,
+        restored: bool,
+    ) -> Result<(), String> {
+        let term_before = self.watches.get(node).map_or(0, |w| w.term);
+        self.reset(node, incarnation);
+        if !restored {
+            return Ok(());
+        }
+        if core.term() < term_before {
+            return Err(format!(
+                "restored at term {} after running at term {term_before}: a term was not durable",
+                core.term()
+            ));
+        }
+        let watch = &mut self.watches[node];
+        watch.term = core.term();
+        watch.commit = core.commit();
+        watch.applied = core.commit();
+        let last = LogId {
+            term: core.log_base().term,
+            version: core.commit(),
+        };
+        match self.history.entries.get(&last.version) {
+            Some(c) if c.term != last.term => Err(format!(
+                "restored at {last:?} but version {} committed in term {}",
+                last.version, c.term
+            )),
+            None if last.version > 0 => {
+                Err(format!("restored at {last:?}, a version nobody applied"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The terms and their leaders seen so far.
     pub fn leaders(&self) -> &BTreeMap<u64, (SocketAddr, u64)> {
         &self.leaders

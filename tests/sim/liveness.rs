@@ -29,6 +29,12 @@ impl Run {
         self.restart_stranded();
         let sim = &mut self.sim;
         for i in 0..sim.nodes.len() {
+            // A crash in the middle of a write that never came: now.
+            if sim.nodes[i].status == Status::Up && sim.nodes[i].crash_on_write {
+                sim.crash(i);
+            }
+        }
+        for i in 0..sim.nodes.len() {
             let status = sim.nodes[i].status;
             let restart = status == Status::Crashed
                 || (status == Status::Left && !self.stay_down.contains(&i));
@@ -137,7 +143,7 @@ pub fn converged(sim: &Sim) -> Result<usize, String> {
     members.sort();
     let mut running: Vec<(String, u64)> = up
         .iter()
-        .map(|&i| (sim.nodes[i].addr.to_string(), sim.nodes[i].incarnation))
+        .map(|&i| (sim.nodes[i].addr.to_string(), sim.member_incarnation(i)))
         .collect();
     running.sort();
     if members != running {

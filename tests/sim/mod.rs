@@ -7,6 +7,7 @@
 pub mod clients;
 pub mod cluster;
 pub mod delivery;
+pub mod disk;
 pub mod invariants;
 pub mod liveness;
 pub mod model;

@@ -60,7 +60,7 @@ pub enum Status {
     Idle,
     /// Running (possibly paused).
     Up,
-    /// Crashed; its data is gone.
+    /// Crashed; its data is gone unless it is durable.
     Crashed,
     /// Stopped after leaving or being removed.
     Left,
@@ -109,6 +109,12 @@ pub struct Node {
     /// core must never compare the clocks of different nodes.
     pub clock_offset_ms: Millis,
     pub(super) inbox: VecDeque<Held>,
+    /// Keeps a data directory: restarts resume from `disk`.
+    pub durable: bool,
+    /// The data directory's files (durable nodes).
+    pub disk: super::disk::Disk,
+    /// Crash in the middle of the next write to `disk`.
+    pub crash_on_write: bool,
     /// Timer calls at one instant (a timer that never advances is a bug).
     pub(super) spins: (Millis, u32),
 }

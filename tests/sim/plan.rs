@@ -12,6 +12,19 @@ pub struct RunOptions {
     pub nodes: Option<usize>,
     /// Print the trace.
     pub verbose: bool,
+    /// Force which nodes keep a data directory (otherwise drawn).
+    pub durability: Option<Durability>,
+}
+
+/// Which nodes keep a data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// None: a restart is a new member that catches up from the others.
+    Off,
+    /// Every node: restarts resume, and the whole cluster may crash at once.
+    All,
+    /// Each node by a coin toss.
+    Mixed,
 }
 
 /// Everything about a run that is drawn from its seed.
@@ -38,6 +51,14 @@ pub struct Plan {
     pub leave_permille: u32,
     /// The core settings.
     pub params: Params,
+    /// Which nodes keep a data directory.
+    pub durability: Durability,
+    /// Per chaos tick, per thousand: every node crashes at once (only when
+    /// every node is durable).
+    pub whole_crash_permille: u32,
+    /// Per thousand crashes of a durable node: it crashes in the middle of
+    /// its next write instead, tearing it.
+    pub torn_permille: u32,
 }
 
 impl Plan {
@@ -76,6 +97,27 @@ impl Plan {
             join_permille: chaos(&mut rng, 10),
             leave_permille: chaos(&mut rng, 10),
             params,
+            durability: Durability::Off,
+            whole_crash_permille: 0,
+            torn_permille: 0,
         }
+        .with_durability(seed, calm, options)
+    }
+
+    /// Durability is drawn from a stream of its own, so that adding it left
+    /// every other draw of a seed as it was.
+    fn with_durability(mut self, seed: u64, calm: bool, options: &RunOptions) -> Plan {
+        let mut rng = Rng::new(seed ^ 0x0044_4953_4B00);
+        let drawn = [Durability::Off, Durability::All, Durability::Mixed][rng.index(3)];
+        self.durability = options.durability.unwrap_or(drawn);
+        if self.durability != Durability::Off && !calm {
+            self.torn_permille = rng.range(0, 1000) as u32;
+            if self.durability == Durability::All {
+                self.whole_crash_permille = rng.range(0, 8) as u32;
+                // Crashes cost nothing but time when nothing is lost: more.
+                self.crash_permille = self.crash_permille.max(rng.range(0, 40) as u32);
+            }
+        }
+        self
     }
 }

@@ -10,7 +10,7 @@ use super::clients::Op;
 use super::cluster::{addr_of, Sim, Status};
 use super::model::State;
 use super::network::Millis;
-pub use super::plan::{Plan, RunOptions};
+pub use super::plan::{Durability, Plan, RunOptions};
 use super::rng::Rng;
 use super::workload::Workload;
 
@@ -44,6 +44,9 @@ pub(super) struct Run {
     /// Slots not started yet that will start.
     pub(super) planned: BTreeSet<usize>,
     partitions: usize,
+    /// Draws about durability, kept apart so that runs without it draw as
+    /// they did before it existed.
+    durable_rng: Rng,
 }
 
 /// Runs one seed through both phases and returns its trace hash; panics
@@ -70,6 +73,7 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> u64 {
         stay_down: BTreeSet::new(),
         planned: BTreeSet::new(),
         partitions: 0,
+        durable_rng: Rng::new(seed ^ 0x0044_5552_4100),
     };
     run.bootstrap();
     run.safety();
@@ -99,6 +103,11 @@ impl Run {
     fn add_node(&mut self) -> usize {
         let node = self.sim.add_node();
         self.sim.nodes[node].clock_offset_ms = self.rng.below(1 << 40);
+        self.sim.nodes[node].durable = match self.plan.durability {
+            Durability::Off => false,
+            Durability::All => true,
+            Durability::Mixed => self.durable_rng.chance(500),
+        };
         node
     }
 
@@ -186,6 +195,11 @@ impl Run {
                     .record(now, "heal", 0, links.len() as u64, || format!("{links:?}"));
             }
             Driver::Restart { node } => {
+                if self.sim.nodes[node].status == Status::Up && self.sim.nodes[node].crash_on_write
+                {
+                    // It wrote nothing since: it crashes now instead.
+                    self.sim.crash(node);
+                }
                 let status = self.sim.nodes[node].status;
                 if matches!(status, Status::Crashed | Status::Left)
                     && !self.stay_down.contains(&node)
@@ -291,9 +305,26 @@ impl Run {
         if self.rng.chance(p.crash_permille) && self.healthy().is_some() {
             let up = self.sim.up();
             let node = up[self.rng.index(up.len())];
-            self.sim.crash(node);
+            if self.sim.nodes[node].durable && self.durable_rng.chance(p.torn_permille) {
+                // Crashes in the middle of its next write.
+                self.sim.nodes[node].crash_on_write = true;
+            } else {
+                self.sim.crash(node);
+            }
             let at = now + self.rng.range(100, 3_000);
             self.at(at, Driver::Restart { node });
+        }
+        if self.durable_rng.chance(p.whole_crash_permille) && self.healthy().is_some() {
+            // Every node at once: only what is on disk is left.
+            for node in self.sim.up() {
+                if self.durable_rng.chance(p.torn_permille) {
+                    self.sim.nodes[node].crash_on_write = true;
+                } else {
+                    self.sim.crash(node);
+                }
+                let at = now + self.durable_rng.range(100, 3_000);
+                self.at(at, Driver::Restart { node });
+            }
         }
         if self.rng.chance(p.join_permille)
             && count < p.nodes + 2
@@ -391,7 +422,7 @@ impl Run {
         for config in [&committed, &latest] {
             for m in config {
                 let i = sim.index_of(m.addr.parse().ok()?)?;
-                if !sim.running(i) || sim.nodes[i].incarnation != m.incarnation {
+                if !sim.running(i) || sim.member_incarnation(i) != m.incarnation {
                     return None;
                 }
             }
