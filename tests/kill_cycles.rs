@@ -461,7 +461,8 @@ fn write_load(ports: [u16; 3], seed: u64, stop: &AtomicBool, acked: &AtomicU64) 
     while !stop.load(Ordering::SeqCst) && op < 10_000_000 {
         op += 1;
         let now = Instant::now();
-        let hot = (op % 3 == 0)
+        let hot = op
+            .is_multiple_of(3)
             .then(|| rng.gen_range(0..HOT_KEYS))
             .filter(|h| quarantined_until[*h] <= now);
         let key = match hot {
