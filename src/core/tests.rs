@@ -425,3 +425,165 @@ fn oversized_keys_and_values_are_refused_and_change_nothing() {
     ));
     assert_eq!(net.core(0).last_log_id().version, version);
 }
+
+// ----- durability (a data directory) -----
+
+/// A durable member 2 of three voters, restored at `term` having voted for
+/// `voted_for`.
+fn restored_voter(term: u64, voted_for: Option<NodeId>) -> Core {
+    let members = (1..=3)
+        .map(|i| Member {
+            id: NodeId(i),
+            addr: addr(i as usize).to_string(),
+            voter: true,
+            incarnation: 1,
+        })
+        .collect();
+    let image = DurableImage {
+        identity: Some(Identity {
+            id: NodeId(2),
+            incarnation: 1,
+            addr: addr(2).to_string(),
+        }),
+        hard_state: HardState { term, voted_for },
+        snapshot: Snapshot {
+            last: LogId {
+                term: 1,
+                version: 3,
+            },
+            members,
+            next_member_id: 4,
+            map: vec![("k".into(), "v".into())],
+        },
+        entries: vec![Entry {
+            term: 2,
+            change: crate::wire::Change::Noop,
+        }],
+    };
+    let mut cfg = config(2, vec![addr(1)]);
+    cfg.durable = true;
+    Core::restore(cfg, 5, 0, image).unwrap()
+}
+
+fn vote_request(candidate: u32, term: u64) -> Vec<u8> {
+    let frame = Frame::new(
+        0,
+        NodeId(candidate),
+        term,
+        Message::VoteRequest(crate::wire::VoteRequest {
+            last: LogId {
+                term: 2,
+                version: 4,
+            },
+            transfer: true,
+        }),
+    );
+    let mut out = BytesMut::new();
+    frame.encode(&mut out, 1400).unwrap();
+    out.to_vec()
+}
+
+fn vote_granted(core: &mut Core) -> Option<bool> {
+    let t = core.poll_transmit()?;
+    let limits = DecodeLimits {
+        cluster_id: Some(0),
+        frame_bytes_max: 1400,
+    };
+    match crate::wire::decode_frame(&t.bytes, &limits)
+        .unwrap()
+        .message
+    {
+        Message::VoteResponse(r) => Some(r.granted),
+        other => panic!("expected a vote response, got {other:?}"),
+    }
+}
+
+#[test]
+fn restore_resumes_the_same_member_with_its_state_and_log() {
+    let core = restored_voter(5, Some(NodeId(1)));
+    assert_eq!(core.id(), Some(NodeId(2)));
+    assert_eq!(core.term(), 5);
+    assert_eq!(core.commit(), 3);
+    assert_eq!(core.map().get("k").map(String::as_str), Some("v"));
+    assert_eq!(
+        core.last_log_id(),
+        LogId {
+            term: 2,
+            version: 4
+        }
+    );
+    assert_eq!(core.members().len(), 3);
+    // What it would write now is what it was restored from.
+    let image = core.durable_image();
+    assert_eq!(image.hard_state.voted_for, Some(NodeId(1)));
+    assert_eq!(image.entries.len(), 1);
+}
+
+/// Raft §5.2 with §5.1's persistence: a vote is on disk before it is sent,
+/// and one cast before a restart binds the node after it.
+#[test]
+fn a_durable_vote_is_handed_out_before_it_is_sent_and_binds_after_a_restart() {
+    let mut core = restored_voter(5, None);
+    core.handle_datagram(10, addr(3), &vote_request(3, 6));
+    assert_eq!(vote_granted(&mut core), None, "sent before persisted");
+    assert_eq!(core.poll_event(), None, "reported before persisted");
+    assert_eq!(
+        core.poll_persist(),
+        Some(Persist::HardState(HardState {
+            term: 6,
+            voted_for: Some(NodeId(3)),
+        }))
+    );
+    assert_eq!(core.poll_persist(), None);
+    assert_eq!(vote_granted(&mut core), Some(true));
+
+    // Restarted with what it wrote: another candidate of term 6 is refused.
+    let mut again = restored_voter(6, Some(NodeId(3)));
+    again.handle_datagram(20, addr(1), &vote_request(1, 6));
+    while again.poll_persist().is_some() {}
+    assert_eq!(vote_granted(&mut again), Some(false));
+}
+
+#[test]
+fn a_durable_leader_reports_a_write_only_after_its_entry_is_handed_out() {
+    let mut cfg = config(0, vec![]);
+    cfg.durable = true;
+    let mut core = Core::new(cfg, 1, 0).unwrap();
+    let mut founding = Vec::new();
+    while let Some(change) = core.poll_persist() {
+        founding.push(change);
+    }
+    assert!(founding
+        .iter()
+        .any(|c| matches!(c, Persist::Identity(Some(_)))));
+    assert!(founding
+        .iter()
+        .any(|c| matches!(c, Persist::HardState(h) if h.term == 1)));
+    while core.poll_event().is_some() {}
+    core.handle_command(
+        1,
+        7,
+        Command::Set {
+            key: "a".into(),
+            value: "1".into(),
+        },
+    );
+    assert_eq!(core.poll_event(), None, "done before its entry is durable");
+    let Some(Persist::Entry { version, entry }) = core.poll_persist() else {
+        panic!("the entry is handed out first");
+    };
+    assert_eq!(version, core.last_log_id().version);
+    assert_eq!(entry.term, 1);
+    let events: Vec<Event> = std::iter::from_fn(|| core.poll_event()).collect();
+    assert!(events.contains(&Event::Done {
+        request: 7,
+        result: Ok(version)
+    }));
+}
+
+#[test]
+fn a_core_without_a_data_directory_hands_out_nothing() {
+    let mut core = Core::new(config(0, vec![]), 1, 0).unwrap();
+    assert_eq!(core.poll_persist(), None);
+    assert!(core.poll_event().is_some());
+}
