@@ -34,7 +34,7 @@ use simple_raft::Client;
 #[path = "support/process.rs"]
 mod process;
 
-use process::{addr, cli, free_port, run_node, wait_until, Proc};
+use process::{addr, cli, run_node, wait_until, Proc};
 
 /// Kill cycles in the default run.
 const CYCLES_DEFAULT: u64 = 20;
@@ -81,6 +81,33 @@ fn base_seed() -> u64 {
     )
 }
 
+/// A port free on 127.0.0.1 for UDP and TCP alike, below the range the
+/// kernel hands out to outgoing connections. A node keeps its port across
+/// restarts; while it is dead, a port from that range could be taken by
+/// any outgoing connection on the machine (the load, the CLI, the other
+/// nodes), and the restart would fail with "address in use".
+fn fixed_port() -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let (low, high) = if ephemeral_low > 12_000 {
+        (10_000, ephemeral_low)
+    } else {
+        // An unusual range: take any port above it.
+        (ephemeral_low.max(1024), u16::MAX)
+    };
+    for _ in 0..1000 {
+        let port = rand::thread_rng().gen_range(low..high);
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        if udp.is_ok() && tcp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP in {low}..{high}");
+}
+
 /// A directory for one test's logs (and data directories), removed when
 /// the test passes and kept when it fails.
 struct TestDir(PathBuf);
@@ -115,6 +142,8 @@ struct Cluster {
     dead: Vec<Proc>,
     /// How many times each node has been started.
     starts: [u32; 3],
+    /// Restarts after a node could not bind its port.
+    rebinds: u32,
     durable: bool,
 }
 
@@ -131,13 +160,14 @@ impl Cluster {
     /// Starts three nodes: the first founds the cluster, the others join
     /// it; waits until the cluster is whole.
     fn start(dir: &Path, durable: bool) -> Cluster {
-        let ports = [free_port(), free_port(), free_port()];
+        let ports = [fixed_port(), fixed_port(), fixed_port()];
         let mut cluster = Cluster {
             dir: dir.to_path_buf(),
             ports,
             nodes: [None, None, None],
             dead: Vec::new(),
             starts: [0; 3],
+            rebinds: 0,
             durable,
         };
         cluster.spawn(0, &[]);
@@ -182,24 +212,60 @@ impl Cluster {
         self.dead.push(proc);
     }
 
+    /// SIGKILL for all three nodes at once: every signal is sent before
+    /// any process is reaped.
+    fn kill_all(&mut self) {
+        let mut procs: Vec<Proc> = self
+            .nodes
+            .iter_mut()
+            .map(|n| n.take().expect("a running node"))
+            .collect();
+        for proc in &mut procs {
+            proc.child.kill().expect("kill -9");
+        }
+        for mut proc in procs {
+            proc.child.wait().expect("reap the killed node");
+            self.dead.push(proc);
+        }
+    }
+
     /// Restarts node `i` at its address, joining through the others.
     fn restart(&mut self, i: usize) {
         let others = self.others(i);
         self.spawn(i, &others);
     }
 
-    /// Panics if a node that should run has exited on its own.
+    /// Panics if a node that should run has exited on its own, except
+    /// when it could not bind its port (another program on the machine
+    /// holds it for a moment): then it is started again, a few times.
     fn assert_running(&mut self) {
-        for (i, node) in self.nodes.iter_mut().enumerate() {
-            if let Some(proc) = node {
-                if let Some(status) = proc.child.try_wait().expect("try_wait") {
-                    panic!(
-                        "node {i} ({}) exited by itself with {status}; its log: {}",
-                        addr(self.ports[i]),
-                        proc.log.as_ref().expect("a log").display()
-                    );
-                }
+        for i in 0..3 {
+            let Some(proc) = &mut self.nodes[i] else {
+                continue;
+            };
+            let Some(status) = proc.child.try_wait().expect("try_wait") else {
+                continue;
+            };
+            let log = proc.log.clone().expect("a log");
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("Address already in use") && self.rebinds < 10 {
+                self.rebinds += 1;
+                eprintln!(
+                    "node {i}: port {} taken, starting it again ({})",
+                    self.ports[i],
+                    log.display()
+                );
+                let proc = self.nodes[i].take().expect("the exited node");
+                self.dead.push(proc);
+                thread::sleep(Duration::from_millis(200));
+                self.restart(i);
+                continue;
             }
+            panic!(
+                "node {i} ({}) exited by itself with {status}; its log: {}",
+                addr(self.ports[i]),
+                log.display()
+            );
         }
     }
 
@@ -393,6 +459,8 @@ struct Attempt {
 struct Load {
     stop: Arc<AtomicBool>,
     acked: Arc<AtomicU64>,
+    /// The highest version an acknowledged write returned.
+    version: Arc<AtomicU64>,
     thread: Option<JoinHandle<Vec<Attempt>>>,
 }
 
@@ -400,16 +468,24 @@ impl Load {
     fn start(ports: [u16; 3], seed: u64) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicU64::new(0));
+        let version = Arc::new(AtomicU64::new(0));
         let thread = {
             let stop = stop.clone();
             let acked = acked.clone();
-            thread::spawn(move || write_load(ports, seed, &stop, &acked))
+            let version = version.clone();
+            thread::spawn(move || write_load(ports, seed, &stop, &acked, &version))
         };
         Load {
             stop,
             acked,
+            version,
             thread: Some(thread),
         }
+    }
+
+    /// The highest version an acknowledged write returned so far.
+    fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
     }
 
     /// Writes acknowledged so far.
@@ -443,7 +519,13 @@ impl Drop for Load {
     }
 }
 
-fn write_load(ports: [u16; 3], seed: u64, stop: &AtomicBool, acked: &AtomicU64) -> Vec<Attempt> {
+fn write_load(
+    ports: [u16; 3],
+    seed: u64,
+    stop: &AtomicBool,
+    acked: &AtomicU64,
+    version: &AtomicU64,
+) -> Vec<Attempt> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -488,7 +570,8 @@ fn write_load(ports: [u16; 3], seed: u64, stop: &AtomicBool, acked: &AtomicU64) 
                 acked: result.is_ok(),
                 error: result.as_ref().err().map(|e| format!("{} via {}", e, node)),
             });
-            if result.is_ok() {
+            if let Ok(written) = result {
+                version.fetch_max(written, Ordering::SeqCst);
                 acked.fetch_add(1, Ordering::SeqCst);
                 break;
             }
@@ -659,5 +742,93 @@ fn acknowledged_writes_survive_repeated_kill_and_restart_of_single_nodes() {
             "seed {seed}: {} kill cycles ({} of the leader): {summary}",
             tally.cycles, tally.leaders_killed
         );
+    });
+}
+
+/// Kills all three nodes at once with SIGKILL, restarts them with their
+/// data directories, and checks that they come back as the same members,
+/// at least at the version of the last acknowledged write, and take new
+/// writes.
+fn crash_whole_cluster(cluster: &mut Cluster, load: &Load, rng: &mut StdRng) {
+    let before = cluster.wait_whole("the cluster before the crash", 0);
+    let acked_before = load.acked();
+    cluster.kill_all();
+    // Long enough, most of the time, for the load to see the cluster gone.
+    let dead_for = Duration::from_millis(rng.gen_range(0..1500));
+    thread::sleep(dead_for);
+    // Whatever the load had acknowledged, it had acknowledged by now.
+    let acked_version = load.version();
+    for i in 0..3 {
+        cluster.restart(i);
+    }
+    let after = cluster.wait_whole("the cluster whole after the crash of every node", 0);
+    assert_eq!(
+        after.member_ids, before.member_ids,
+        "every node should come back as the member it was"
+    );
+    wait_until(
+        &format!("every node back at version {acked_version} or later"),
+        RECOVERY,
+        || {
+            let versions: Vec<u64> = cluster
+                .ports
+                .iter()
+                .map(|p| status(*p)?["version"].as_u64())
+                .collect::<Option<_>>()?;
+            versions.iter().all(|v| *v >= acked_version).then_some(())
+        },
+    );
+    load.wait_for_progress("a write acknowledged after the crash of every node");
+    eprintln!(
+        "whole-cluster crash after {acked_before} acknowledged writes (last at version \
+         {acked_version}), dead for {dead_for:?}: back with leader node {}, versions {:?}",
+        after.leader, after.versions
+    );
+}
+
+#[test]
+fn with_data_directories_restarted_nodes_keep_their_identity_and_a_whole_cluster_crash_loses_nothing(
+) {
+    for_each_seed("kill cycles with data directories", |seed| {
+        let dir = TestDir::new(&format!("data-dir-{seed}"));
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut cluster = Cluster::start(&dir.0, true);
+        let load = Load::start(cluster.ports, seed);
+        load.wait_for_progress("the first acknowledged write");
+        let cycles = env_number("KILL_CYCLES", CYCLES_DEFAULT);
+        let tally = kill_cycles(&mut cluster, &load, cycles, &mut rng);
+        crash_whole_cluster(&mut cluster, &load, &mut rng);
+        let attempts = load.finish();
+        let map = cluster.agreed_map();
+        let summary = check_history(&map, &attempts);
+        eprintln!(
+            "seed {seed}: {} kill cycles ({} of the leader) with data directories, then a \
+             whole-cluster crash: {summary}",
+            tally.cycles, tally.leaders_killed
+        );
+    });
+}
+
+/// Acknowledged writes before a crash of every node at once.
+const WRITES_BEFORE_CRASH: u64 = 300;
+
+#[test]
+fn a_whole_cluster_killed_at_once_comes_back_with_every_acknowledged_write() {
+    for_each_seed("whole-cluster crash", |seed| {
+        let dir = TestDir::new(&format!("whole-crash-{seed}"));
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut cluster = Cluster::start(&dir.0, true);
+        let load = Load::start(cluster.ports, seed);
+        wait_until(
+            &format!("{WRITES_BEFORE_CRASH} acknowledged writes"),
+            RECOVERY,
+            || (load.acked() >= WRITES_BEFORE_CRASH).then_some(()),
+        );
+        // The load goes on: writes in flight at the crash are part of it.
+        crash_whole_cluster(&mut cluster, &load, &mut rng);
+        let attempts = load.finish();
+        let map = cluster.agreed_map();
+        let summary = check_history(&map, &attempts);
+        eprintln!("seed {seed}: whole-cluster crash: {summary}");
     });
 }
