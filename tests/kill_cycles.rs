@@ -333,6 +333,15 @@ impl Cluster {
         }
     }
 
+    /// How often `line` appears in the logs of every process so far.
+    fn logged(&self, line: &str) -> usize {
+        self.dead
+            .iter()
+            .chain(self.nodes.iter().flatten())
+            .map(|proc| proc.logged(line))
+            .sum()
+    }
+
     /// The highest version among the running nodes that answer.
     fn version_max(&self) -> u64 {
         (0..3)
@@ -652,11 +661,94 @@ fn check_history(map: &BTreeMap<String, String>, attempts: &[Attempt]) -> String
     )
 }
 
+/// Every this many cycles, the killed node stays dead while a burst of
+/// writes goes through the survivors.
+const BURST_EVERY: u64 = 10;
+/// Writes in a burst: more than the survivors keep as their log tail
+/// (`log_tail_entries_max`, 1024 by default), so the dead node, even with
+/// its data directory, can only catch up from a snapshot.
+const BURST_WRITES: u64 = 1200;
+/// Concurrent writers in a burst (a burst writes new keys only, so their
+/// order does not matter).
+const BURST_WRITERS: u64 = 16;
+/// Padding of a burst's values: a few bursts take a node's log on disk
+/// past the size at which it is compacted into a new image.
+const BURST_VALUE_BYTES: usize = 1000;
+
+/// Writes [`BURST_WRITES`] new keys `{tag}-N` through the nodes on `ports`,
+/// [`BURST_WRITERS`] at a time, each tried until acknowledged (bounded);
+/// returns every attempt.
+fn burst(ports: &[u16], tag: &str) -> Vec<Attempt> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the burst");
+    let clients: Arc<Vec<Client>> = Arc::new(
+        ports
+            .iter()
+            .map(|port| {
+                let addr: SocketAddr = addr(*port).parse().expect("an address");
+                Client::new(addr, 0).with_timeout(WRITE_TIMEOUT)
+            })
+            .collect(),
+    );
+    let next = Arc::new(AtomicU64::new(0));
+    let padding = "x".repeat(BURST_VALUE_BYTES);
+    runtime.block_on(async {
+        let writers: Vec<_> = (0..BURST_WRITERS)
+            .map(|w| {
+                let (clients, next, padding) = (clients.clone(), next.clone(), padding.clone());
+                let tag = tag.to_string();
+                tokio::spawn(async move {
+                    let mut attempts = Vec::new();
+                    let mut node = w as usize;
+                    loop {
+                        let n = next.fetch_add(1, Ordering::SeqCst);
+                        if n >= BURST_WRITES {
+                            return attempts;
+                        }
+                        let key = format!("{tag}-{n:05}");
+                        let value = format!("{key}-{padding}");
+                        for _ in 0..50 {
+                            node = (node + 1) % clients.len();
+                            let op = ClientOp::Set {
+                                key: key.clone(),
+                                value: value.clone(),
+                            };
+                            let result = clients[node].write(op).await;
+                            attempts.push(Attempt {
+                                op: 0,
+                                key: key.clone(),
+                                value: value.clone(),
+                                acked: result.is_ok(),
+                                error: result.as_ref().err().map(|e| format!("{e} via burst")),
+                            });
+                            if result.is_ok() {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut attempts = Vec::new();
+        for writer in writers {
+            attempts.extend(writer.await.expect("a burst writer"));
+        }
+        attempts
+    })
+}
+
 /// What a run of kill cycles did.
 #[derive(Debug, Default)]
 struct Tally {
     cycles: u64,
     leaders_killed: u64,
+    /// Cycles in which the dead node missed a burst of writes.
+    bursts: u64,
+    /// The attempts of the bursts, to be checked with the load's.
+    burst_attempts: Vec<Attempt>,
 }
 
 /// `cycles` times: SIGKILL a node (the leader half the time), wait a
@@ -678,6 +770,17 @@ fn kill_cycles(cluster: &mut Cluster, load: &Load, cycles: u64, rng: &mut StdRng
         let acked_before = load.acked();
         cluster.kill(victim);
         thread::sleep(dead_for);
+        let missed_burst = cycle % BURST_EVERY == BURST_EVERY / 2;
+        if missed_burst {
+            let attempts = burst(&cluster.others(victim), &format!("burst{cycle}"));
+            let acked = attempts.iter().filter(|a| a.acked).count() as u64;
+            assert_eq!(
+                acked, BURST_WRITES,
+                "cycle {cycle}: the survivors should take every write of the burst"
+            );
+            tally.burst_attempts.extend(attempts);
+            tally.bursts += 1;
+        }
         // The restarted node must reach at least what the survivors had.
         let reached = cluster.version_max();
         cluster.restart(victim);
@@ -699,9 +802,10 @@ fn kill_cycles(cluster: &mut Cluster, load: &Load, cycles: u64, rng: &mut StdRng
             "cycle {cycle}: a write acknowledged after recovery"
         ));
         eprintln!(
-            "cycle {cycle}: killed node {victim} ({}) for {dead_for:?}, whole again: leader \
+            "cycle {cycle}: killed node {victim} ({}) for {dead_for:?}{}, whole again: leader \
              node {}, versions {:?}, {} writes acknowledged during the cycle",
             if kill_leader { "leader" } else { "follower" },
+            if missed_burst { " and a burst" } else { "" },
             now.leader,
             now.versions,
             load.acked() - acked_before
@@ -734,13 +838,18 @@ fn acknowledged_writes_survive_repeated_kill_and_restart_of_single_nodes() {
         let load = Load::start(cluster.ports, seed);
         load.wait_for_progress("the first acknowledged write");
         let cycles = env_number("KILL_CYCLES", CYCLES_DEFAULT);
-        let tally = kill_cycles(&mut cluster, &load, cycles, &mut rng);
-        let attempts = load.finish();
+        let mut tally = kill_cycles(&mut cluster, &load, cycles, &mut rng);
+        let mut attempts = load.finish();
+        attempts.append(&mut tally.burst_attempts);
         let map = cluster.agreed_map();
         let summary = check_history(&map, &attempts);
         eprintln!(
-            "seed {seed}: {} kill cycles ({} of the leader): {summary}",
-            tally.cycles, tally.leaders_killed
+            "seed {seed}: {} kill cycles ({} of the leader, {} missing a burst; {} snapshots \
+             installed): {summary}",
+            tally.cycles,
+            tally.leaders_killed,
+            tally.bursts,
+            cluster.logged("snapshot installed")
         );
     });
 }
@@ -796,15 +905,19 @@ fn with_data_directories_restarted_nodes_keep_their_identity_and_a_whole_cluster
         let load = Load::start(cluster.ports, seed);
         load.wait_for_progress("the first acknowledged write");
         let cycles = env_number("KILL_CYCLES", CYCLES_DEFAULT);
-        let tally = kill_cycles(&mut cluster, &load, cycles, &mut rng);
+        let mut tally = kill_cycles(&mut cluster, &load, cycles, &mut rng);
         crash_whole_cluster(&mut cluster, &load, &mut rng);
-        let attempts = load.finish();
+        let mut attempts = load.finish();
+        attempts.append(&mut tally.burst_attempts);
         let map = cluster.agreed_map();
         let summary = check_history(&map, &attempts);
         eprintln!(
-            "seed {seed}: {} kill cycles ({} of the leader) with data directories, then a \
-             whole-cluster crash: {summary}",
-            tally.cycles, tally.leaders_killed
+            "seed {seed}: {} kill cycles ({} of the leader, {} missing a burst; {} snapshots \
+             installed) with data directories, then a whole-cluster crash: {summary}",
+            tally.cycles,
+            tally.leaders_killed,
+            tally.bursts,
+            cluster.logged("snapshot installed")
         );
     });
 }
