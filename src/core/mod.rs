@@ -8,10 +8,11 @@
 //!    [`Core::handle_timeout`] (when [`Core::poll_timeout`] has passed),
 //!    [`Core::handle_command`] and [`Core::handle_snapshot`].
 //! 2. Output through the `poll_*` methods until each returns `None`:
-//!    [`Core::poll_persist`] first (when `durable`, transmits are held until
-//!    the hard state it returns is on disk), then [`Core::poll_transmit`]
-//!    and [`Core::poll_event`], and finally [`Core::poll_timeout`] for the
-//!    next deadline.
+//!    [`Core::poll_persist`] first (when `durable`, transmits and events are
+//!    held until everything it hands out is taken; the caller writes and
+//!    syncs it, then calls [`Core::handle_persisted`]), then
+//!    [`Core::poll_transmit`] and [`Core::poll_event`], and finally
+//!    [`Core::poll_timeout`] for the next deadline.
 //!
 //! Randomness (the election timeouts) comes from a seed given to
 //! [`Core::new`], so a simulator can replay any run from one number.
@@ -211,6 +212,11 @@ pub struct Core {
     persist: VecDeque<Persist>,
     /// The state was replaced wholesale: the next persist is an image.
     image_pending: bool,
+    /// The last log version handed out by [`Core::poll_persist`].
+    handed_out_to: u64,
+    /// The last log version known to be on disk (durable cores): what a
+    /// leader counts itself as holding.
+    persisted_to: u64,
 
     role: RoleState,
     /// Set while a vote granted in this term has no known winner.
@@ -295,6 +301,8 @@ impl Core {
         }
         core.recompute_config();
         core.reset_election_timer(now);
+        core.handed_out_to = core.log.last().version;
+        core.persisted_to = core.handed_out_to;
         Ok(core)
     }
 
@@ -310,6 +318,8 @@ impl Core {
             hard_state_dirty: false,
             persist: VecDeque::new(),
             image_pending: false,
+            handed_out_to: 0,
+            persisted_to: 0,
             role: RoleState::Follower,
             voter_until: None,
             leader: None,
@@ -450,13 +460,38 @@ impl Core {
             self.image_pending = false;
             self.hard_state_dirty = false;
             self.persist.clear();
+            self.handed_out_to = self.log.last().version;
+            self.persisted_to = self.persisted_to.min(self.commit);
             return Some(Persist::Image(Box::new(self.durable_image())));
         }
         if self.hard_state_dirty {
             self.hard_state_dirty = false;
             return Some(Persist::HardState(self.hard_state()));
         }
-        self.persist.pop_front()
+        let change = self.persist.pop_front()?;
+        match &change {
+            Persist::Entry { version, .. } => self.handed_out_to = *version,
+            Persist::Truncate { from } => {
+                let kept = from.saturating_sub(1);
+                self.handed_out_to = self.handed_out_to.min(kept);
+                self.persisted_to = self.persisted_to.min(kept);
+            }
+            _ => {}
+        }
+        Some(change)
+    }
+
+    /// Everything [`Core::poll_persist`] handed out is now on disk (written
+    /// and synced). A durable leader counts its own entries toward a
+    /// quorum only from here on, so a lone voter commits here.
+    pub fn handle_persisted(&mut self, now: Millis) {
+        self.clock = now;
+        if self.persisted_to == self.handed_out_to {
+            return;
+        }
+        self.persisted_to = self.handed_out_to;
+        self.maybe_commit(now);
+        self.after_input(now);
     }
 
     /// Whether a durable core has changes not yet handed to

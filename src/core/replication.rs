@@ -198,7 +198,14 @@ impl Core {
             return;
         };
         let me = self.id;
-        let last = self.log.last().version;
+        // A durable leader counts only what its own disk holds: otherwise a
+        // lone voter would commit, and show readers, a change a crash could
+        // still take back.
+        let last = if self.cfg.durable {
+            self.log.last().version.min(self.persisted_to)
+        } else {
+            self.log.last().version
+        };
         let mut matched: Vec<u64> = self
             .config
             .values()

@@ -545,7 +545,7 @@ fn a_durable_vote_is_handed_out_before_it_is_sent_and_binds_after_a_restart() {
 }
 
 #[test]
-fn a_durable_leader_reports_a_write_only_after_its_entry_is_handed_out() {
+fn a_durable_lone_voter_commits_and_reports_a_write_only_once_its_entry_is_on_disk() {
     let mut cfg = config(0, vec![]);
     cfg.durable = true;
     let mut core = Core::new(cfg, 1, 0).unwrap();
@@ -553,6 +553,7 @@ fn a_durable_leader_reports_a_write_only_after_its_entry_is_handed_out() {
     while let Some(change) = core.poll_persist() {
         founding.push(change);
     }
+    core.handle_persisted(0);
     assert!(founding
         .iter()
         .any(|c| matches!(c, Persist::Identity(Some(_)))));
@@ -574,6 +575,12 @@ fn a_durable_leader_reports_a_write_only_after_its_entry_is_handed_out() {
     };
     assert_eq!(version, core.last_log_id().version);
     assert_eq!(entry.term, 1);
+    assert_eq!(core.poll_persist(), None);
+    // Handed out is not yet on disk: a lone voter does not count itself.
+    assert!(core.commit() < version, "committed before it was durable");
+    assert_eq!(core.poll_event(), None);
+    core.handle_persisted(2);
+    assert_eq!(core.commit(), version);
     let events: Vec<Event> = std::iter::from_fn(|| core.poll_event()).collect();
     assert!(events.contains(&Event::Done {
         request: 7,

@@ -264,6 +264,10 @@ struct Driver {
     fetching: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// Write-sync-commit rounds of one drain; each needs a change the last
+/// one made, so two are the most ever seen.
+const PERSIST_ROUNDS_MAX: usize = 8;
+
 /// Inputs already waiting that are handled before one drain.
 const READY_INPUTS_MAX: usize = 64;
 
@@ -453,13 +457,24 @@ impl Driver {
     /// (written and synced), then frames and events.
     fn drain(&mut self) -> Result<(), StorageError> {
         if let Some(dir) = &mut self.storage {
-            while let Some(change) = self.core.poll_persist() {
-                match Record::from_persist(change) {
-                    Ok(record) => dir.append(&record)?,
-                    Err(image) => dir.write_image(&image)?,
+            // What becomes durable may commit (a lone voter), which may
+            // change what must be durable (its own removal): a few rounds.
+            for _ in 0..PERSIST_ROUNDS_MAX {
+                let mut wrote = false;
+                while let Some(change) = self.core.poll_persist() {
+                    wrote = true;
+                    match Record::from_persist(change) {
+                        Ok(record) => dir.append(&record)?,
+                        Err(image) => dir.write_image(&image)?,
+                    }
                 }
+                if !wrote {
+                    break;
+                }
+                dir.sync()?;
+                let now = self.start.elapsed().as_millis() as u64;
+                self.core.handle_persisted(now);
             }
-            dir.sync()?;
             if dir.wants_compaction() {
                 debug!(
                     log_bytes = dir.log_bytes(),

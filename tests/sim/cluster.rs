@@ -465,29 +465,34 @@ impl Sim {
     /// Writes what durable slot `i` must keep before it sends anything;
     /// true if it crashed in the middle of the write (as asked).
     fn persist(&mut self, i: usize) -> bool {
-        let node = &mut self.nodes[i];
-        let core = node.core.as_mut().expect("running");
-        let mut batch = Vec::new();
-        while let Some(change) = core.poll_persist() {
-            batch.push(change);
-            if batch.len() > OUTPUTS_PER_STEP_MAX {
-                self.fail(i, "one handler call produced an unbounded persist".into());
+        let now = self.clock(i);
+        // Syncing may commit (a lone voter), which may need writing again.
+        for _ in 0..8 {
+            let node = &mut self.nodes[i];
+            let core = node.core.as_mut().expect("running");
+            let mut batch = Vec::new();
+            while let Some(change) = core.poll_persist() {
+                batch.push(change);
+                if batch.len() > OUTPUTS_PER_STEP_MAX {
+                    self.fail(i, "one handler call produced an unbounded persist".into());
+                }
             }
+            if batch.is_empty() {
+                return false;
+            }
+            if node.crash_on_write {
+                let mut rng = self.rng.fork();
+                let records = batch.len() as u64;
+                node.disk.write_torn(batch, &mut rng);
+                self.trace
+                    .record(self.now, "torn", i, records, || format!("{records} writes"));
+                self.crash(i);
+                return true;
+            }
+            node.disk.write(batch, || core.durable_image());
+            core.handle_persisted(now);
         }
-        if batch.is_empty() {
-            return false;
-        }
-        if node.crash_on_write {
-            let mut rng = self.rng.fork();
-            let records = batch.len() as u64;
-            node.disk.write_torn(batch, &mut rng);
-            self.trace
-                .record(self.now, "torn", i, records, || format!("{records} writes"));
-            self.crash(i);
-            return true;
-        }
-        node.disk.write(batch, || core.durable_image());
-        false
+        self.fail(i, "writes to disk did not settle in 8 rounds".into())
     }
 
     pub(super) fn on_event(&mut self, i: usize, event: Event) -> Result<(), String> {
