@@ -8,6 +8,7 @@
 //!
 //! ```sh
 //! KILL_CYCLES=200 KILL_CYCLE_RUNS=5 cargo test --release --test kill_cycles -- --nocapture
+//! KILL_CYCLE_CRASHES=20 cargo test --release --test kill_cycles a_whole_cluster -- --nocapture
 //! KILL_CYCLE_SEED=1234 cargo test --release --test kill_cycles   # replay one seed's choices
 //! ```
 //!
@@ -857,7 +858,9 @@ fn acknowledged_writes_survive_repeated_kill_and_restart_of_single_nodes() {
 /// Kills all three nodes at once with SIGKILL, restarts them with their
 /// data directories, and checks that they come back as the same members,
 /// at least at the version of the last acknowledged write, and take new
-/// writes.
+/// writes. Half the time the restarted nodes are killed again, all at
+/// once, while they are still recovering (reading their data directories,
+/// electing, catching up), and restarted once more.
 fn crash_whole_cluster(cluster: &mut Cluster, load: &Load, rng: &mut StdRng) {
     let before = cluster.wait_whole("the cluster before the crash", 0);
     let acked_before = load.acked();
@@ -870,6 +873,16 @@ fn crash_whole_cluster(cluster: &mut Cluster, load: &Load, rng: &mut StdRng) {
     for i in 0..3 {
         cluster.restart(i);
     }
+    let crashed_again = rng.gen_bool(0.5).then(|| {
+        let after = Duration::from_millis(rng.gen_range(0..400));
+        thread::sleep(after);
+        cluster.kill_all();
+        thread::sleep(Duration::from_millis(rng.gen_range(0..300)));
+        for i in 0..3 {
+            cluster.restart(i);
+        }
+        after
+    });
     let after = cluster.wait_whole("the cluster whole after the crash of every node", 0);
     assert_eq!(
         after.member_ids, before.member_ids,
@@ -890,8 +903,12 @@ fn crash_whole_cluster(cluster: &mut Cluster, load: &Load, rng: &mut StdRng) {
     load.wait_for_progress("a write acknowledged after the crash of every node");
     eprintln!(
         "whole-cluster crash after {acked_before} acknowledged writes (last at version \
-         {acked_version}), dead for {dead_for:?}: back with leader node {}, versions {:?}",
-        after.leader, after.versions
+         {acked_version}), dead for {dead_for:?}{}: back with leader node {}, versions {:?}",
+        crashed_again.map_or_else(String::new, |after| format!(
+            ", crashed again {after:?} after the restart"
+        )),
+        after.leader,
+        after.versions
     );
 }
 
@@ -922,7 +939,8 @@ fn with_data_directories_restarted_nodes_keep_their_identity_and_a_whole_cluster
     });
 }
 
-/// Acknowledged writes before a crash of every node at once.
+/// Acknowledged writes before each crash of every node at once
+/// (`KILL_CYCLE_CRASHES` crashes, default one).
 const WRITES_BEFORE_CRASH: u64 = 300;
 
 #[test]
@@ -932,16 +950,20 @@ fn a_whole_cluster_killed_at_once_comes_back_with_every_acknowledged_write() {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut cluster = Cluster::start(&dir.0, true);
         let load = Load::start(cluster.ports, seed);
-        wait_until(
-            &format!("{WRITES_BEFORE_CRASH} acknowledged writes"),
-            RECOVERY,
-            || (load.acked() >= WRITES_BEFORE_CRASH).then_some(()),
-        );
-        // The load goes on: writes in flight at the crash are part of it.
-        crash_whole_cluster(&mut cluster, &load, &mut rng);
+        let crashes = env_number("KILL_CYCLE_CRASHES", 1);
+        for crash in 1..=crashes {
+            let target = load.acked() + WRITES_BEFORE_CRASH;
+            wait_until(
+                &format!("{WRITES_BEFORE_CRASH} acknowledged writes before crash {crash}"),
+                RECOVERY,
+                || (load.acked() >= target).then_some(()),
+            );
+            // The load goes on: writes in flight at the crash are part of it.
+            crash_whole_cluster(&mut cluster, &load, &mut rng);
+        }
         let attempts = load.finish();
         let map = cluster.agreed_map();
         let summary = check_history(&map, &attempts);
-        eprintln!("seed {seed}: whole-cluster crash: {summary}");
+        eprintln!("seed {seed}: {crashes} whole-cluster crashes: {summary}");
     });
 }
