@@ -301,6 +301,10 @@ impl Core {
         }
         core.recompute_config();
         core.reset_election_timer(now);
+        if core.voters().eq([identity.id]) {
+            // The only voter: nobody else can lead, so no reason to wait.
+            core.election_at = now;
+        }
         core.handed_out_to = core.log.last().version;
         core.persisted_to = core.handed_out_to;
         Ok(core)
