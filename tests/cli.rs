@@ -249,6 +249,45 @@ fn sigterm_stops_a_node_gracefully() {
     assert_eq!(node.wait_exit(SETTLE), Some(0));
 }
 
+/// With a data directory, SIGTERM stops the node without leaving: it comes
+/// back as the same member with its data, and a second process cannot open
+/// the directory while the first runs.
+#[cfg(unix)]
+#[test]
+fn a_node_with_a_data_directory_stops_on_sigterm_and_comes_back_with_its_data() {
+    let port = free_port();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-data-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let dir_arg = dir.to_str().expect("a UTF-8 path").to_owned();
+    let start = |name: &str| run_node(port, &[], &["--data-dir", &dir_arg], log_path(name, port));
+    let mut node = start("durable");
+    wait_until("the node to lead", SETTLE, || {
+        (status(port)?["state"] == "leader").then_some(())
+    });
+    for i in 0..5 {
+        let put = cli(&["put", "--node", &addr(port), &format!("k{i}"), "v"]);
+        assert!(put.ok(), "{put:?}");
+    }
+    let id_before = status(port).expect("status")["member_details"].clone();
+
+    // The directory is locked while the node runs.
+    let other = free_port();
+    let second = cli(&["run", "--listen", &addr(other), "--data-dir", &dir_arg]);
+    assert_eq!(second.code, Some(1), "{second:?}");
+    assert!(second.stderr.contains("in use"), "{second:?}");
+
+    signal(&node, "TERM");
+    assert_eq!(node.wait_exit(SETTLE), Some(0));
+    let _node = start("durable-again");
+    let map = wait_until("the node to lead again", SETTLE, || {
+        (status(port)?["state"] == "leader").then_some(())?;
+        get_json(port, None)
+    });
+    assert_eq!(map.as_object().map(|m| m.len()), Some(5), "{map}");
+    assert_eq!(status(port).expect("status")["member_details"], id_before);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Sends a signal (by name) to a child process, through the shell's
 /// built-in `kill`.
 #[cfg(unix)]
