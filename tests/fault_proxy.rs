@@ -1,0 +1,899 @@
+//! Real `simple-raft run` processes whose datagrams pass through a relay
+//! that drops, duplicates, delays, reorders and corrupts them
+//! (`support/fault_proxy.rs`), under a steady stream of writes. While the
+//! faults are on, no two nodes may lead in one term and no two nodes may
+//! hold different maps at one version; once they stop, the cluster must
+//! come back to one leader that every node follows, take writes through
+//! every node, and end with every node holding the same map, in which every
+//! acknowledged write is present with its last acknowledged value and no
+//! write refused with "nothing changed" has left a trace.
+//!
+//! The default run takes moderate faults on three nodes. A soak repeats
+//! the run with settings drawn from a seed: `FAULT_PROXY_RUNS=N` runs N of
+//! them (from `FAULT_PROXY_SEED`, or a random seed), each printing the seed
+//! that repeats it with `FAULT_PROXY_RUNS=1 FAULT_PROXY_SEED=S`. Logs of a
+//! failing run are kept and named in its output.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use simple_raft::wire::{ClientFailure, ClientOp, ClientReply, Keyring};
+use simple_raft::{Client, Config, Error, Node, State};
+
+#[path = "support/fault_proxy.rs"]
+mod fault_proxy;
+#[path = "support/process.rs"]
+mod process;
+
+use fault_proxy::{Faces, Faults, Layout, Relay, Stats};
+use process::{cli, free_port, run_node, wait_until, Proc, Run};
+
+/// The longest the cluster may take to form, or to recover once the
+/// faults stop; generous, since two cores are shared with other tests.
+const RECOVERY: Duration = Duration::from_secs(40);
+/// How long a write may take before its outcome counts as unknown: longer
+/// than the node's own request timeout (5 s), so that most writes end with
+/// the node's answer rather than the client's impatience.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(6);
+/// Writes one writer makes at most in a run, whatever the time.
+const WRITES_MAX: u64 = 5_000;
+
+/// One run's settings; all of them follow from the seed in a soak run.
+#[derive(Debug, Clone)]
+struct Settings {
+    seed: u64,
+    nodes: usize,
+    layout: Layout,
+    faults: Faults,
+    /// How long the faults stay on.
+    faulty: Duration,
+    /// Threads writing in a loop; writer 0 uses the command line.
+    writers: usize,
+    /// Whether the nodes (and clients) use a cluster key.
+    keyed: bool,
+    /// Whether the leader is cut off now and then, so that leadership
+    /// moves while the faults are on.
+    outages: bool,
+}
+
+impl Settings {
+    /// The default run: moderate faults, three nodes, short enough for
+    /// every `cargo test`.
+    fn moderate(seed: u64) -> Settings {
+        Settings {
+            seed,
+            nodes: 3,
+            layout: Layout::PerPair,
+            faults: Faults {
+                drop: 0.15,
+                duplicate: 0.05,
+                corrupt: 0.05,
+                delay_ms: (0, 30),
+            },
+            faulty: Duration::from_secs(8),
+            writers: 3,
+            keyed: false,
+            outages: true,
+        }
+    }
+
+    /// A soak run: three or five nodes, either layout, with or without a
+    /// cluster key; one run in three harsh (up to 40 % loss, 100 ms delay).
+    fn random(seed: u64) -> Settings {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_f00d);
+        let harsh = rng.gen_bool(1.0 / 3.0);
+        let (drop_max, other_max, delay_max) = if harsh {
+            (0.40, 0.20, 100)
+        } else {
+            (0.20, 0.10, 40)
+        };
+        let percent = |p: f64| (p * 100.0).round() / 100.0;
+        Settings {
+            seed,
+            nodes: if rng.gen_bool(0.4) { 5 } else { 3 },
+            layout: if rng.gen_bool(0.5) {
+                Layout::PerPair
+            } else {
+                Layout::Shared
+            },
+            faults: Faults {
+                drop: percent(rng.gen_range(0.02..drop_max)),
+                duplicate: percent(rng.gen_range(0.0..other_max)),
+                corrupt: percent(rng.gen_range(0.0..other_max)),
+                delay_ms: (0, rng.gen_range(0..=delay_max)),
+            },
+            faulty: Duration::from_secs(rng.gen_range(6..=15)),
+            writers: rng.gen_range(2..=4),
+            keyed: rng.gen_bool(0.25),
+            outages: rng.gen_bool(0.5),
+        }
+    }
+}
+
+/// `FAULT_PROXY_SEED`, or a fresh random seed.
+fn seed_from_env() -> u64 {
+    match std::env::var("FAULT_PROXY_SEED") {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .expect("FAULT_PROXY_SEED must be an unsigned number"),
+        Err(_) => rand::random::<u32>().into(),
+    }
+}
+
+#[test]
+fn a_cluster_behind_a_faulty_relay_keeps_acknowledged_writes_and_recovers() {
+    run(&Settings::moderate(seed_from_env()));
+}
+
+/// Runs only with `FAULT_PROXY_RUNS=N`: N runs with settings drawn from
+/// consecutive seeds.
+#[test]
+fn soak_with_random_fault_settings_when_asked() {
+    let Ok(runs) = std::env::var("FAULT_PROXY_RUNS") else {
+        return;
+    };
+    let runs: u64 = runs
+        .trim()
+        .parse()
+        .expect("FAULT_PROXY_RUNS must be a number");
+    let base = seed_from_env();
+    for k in 0..runs {
+        let seed = base.wrapping_add(k);
+        eprintln!(
+            "fault-proxy soak run {}/{runs}: FAULT_PROXY_RUNS=1 FAULT_PROXY_SEED={seed} repeats it",
+            k + 1
+        );
+        run(&Settings::random(seed));
+    }
+}
+
+/// One run: form the cluster, faults on under writes, faults off, check.
+fn run(settings: &Settings) {
+    let started = Instant::now();
+    eprintln!(
+        "fault-proxy seed {}: {} nodes, {:?} faces, {}, faults for {:?}, {} writers{}{}",
+        settings.seed,
+        settings.nodes,
+        settings.layout,
+        settings.faults,
+        settings.faulty,
+        settings.writers,
+        if settings.keyed { ", cluster key" } else { "" },
+        if settings.outages {
+            ", leader cut off now and then"
+        } else {
+            ""
+        }
+    );
+    let cluster = Cluster::start(settings);
+    let formed = cluster.wait_for_agreement();
+    eprintln!(
+        "formed in {:?}: node {} leads in term {}",
+        started.elapsed(),
+        formed.leader,
+        formed.term
+    );
+
+    let stop = AtomicBool::new(false);
+    let writes = Mutex::new(Vec::new());
+    let mut watch = Watch::new(settings.nodes);
+    cluster.relay.set_faults(settings.faults);
+    let outages = thread::scope(|scope| {
+        for writer in 0..settings.writers {
+            let (cluster, stop, writes) = (&cluster, &stop, &writes);
+            scope.spawn(move || write_loop(cluster, writer, stop, writes));
+        }
+        let (cluster, stop, watch) = (&cluster, &stop, &mut watch);
+        scope.spawn(move || watch.run(cluster, stop));
+        let outages = settings
+            .outages
+            .then(|| scope.spawn(move || cut_off_leaders(cluster, settings.seed, stop)));
+        thread::sleep(settings.faulty);
+        stop.store(true, Ordering::SeqCst);
+        outages.map_or(0, |o| o.join().expect("the outage thread"))
+    });
+    cluster.relay.set_faults(Faults::NONE);
+    let faulty_stats = cluster.relay.stats();
+    let writes = writes.into_inner().expect("writes lock");
+    eprintln!("relay while faulty: {faulty_stats}");
+    eprintln!(
+        "writes: {} acknowledged, {} refused, {} unknown; {outages} outages, {} samples, \
+         terms up to {}, {} terms with a leader seen",
+        count(&writes, |o| matches!(o, Outcome::Acked)),
+        count(&writes, |o| matches!(o, Outcome::Refused(_))),
+        count(&writes, |o| matches!(o, Outcome::Unknown(_))),
+        watch.samples,
+        watch.terms.iter().max().copied().unwrap_or(0),
+        watch.leaders.len(),
+    );
+
+    for ((kind, reason), n) in reasons(&writes) {
+        eprintln!("  {n} {kind}: {reason}");
+    }
+
+    let recovering = Instant::now();
+    let mut problems = watch.violations.clone();
+    let recovered = cluster.wait_for_agreement();
+    for i in 0..settings.nodes {
+        let key = format!("after-{i}");
+        wait_until(&format!("a write through node {i}"), RECOVERY, || {
+            cluster.put(i, &key, "ok").ok().then_some(())
+        });
+    }
+    let final_map = cluster.wait_for_one_map();
+    eprintln!(
+        "recovered in {:?}: node {} leads in term {}, {} keys",
+        recovering.elapsed(),
+        recovered.leader,
+        recovered.term,
+        final_map.len()
+    );
+    problems.extend(check_writes(&writes, &final_map, settings.nodes));
+    problems.extend(check_relay(settings, &faulty_stats));
+    eprintln!(
+        "seed {} done in {:?}; relay in all: {}",
+        settings.seed,
+        started.elapsed(),
+        cluster.relay.stats()
+    );
+    assert!(
+        problems.is_empty(),
+        "seed {} ({settings:?}): {} problem(s):\n{}",
+        settings.seed,
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+fn count(writes: &[Write], what: impl Fn(&Outcome) -> bool) -> usize {
+    writes.iter().filter(|w| what(&w.outcome)).count()
+}
+
+/// Why writes failed, by kind and message (digits masked), with counts.
+fn reasons(writes: &[Write]) -> BTreeMap<(&'static str, String), usize> {
+    let mut reasons = BTreeMap::new();
+    for write in writes {
+        let (kind, message) = match &write.outcome {
+            Outcome::Acked => continue,
+            Outcome::Refused(message) => ("refused", message),
+            Outcome::Unknown(message) => ("unknown", message),
+        };
+        let masked = message
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .collect();
+        *reasons.entry((kind, masked)).or_insert(0) += 1;
+    }
+    reasons
+}
+
+/// The nodes, the relay in front of them, and how to reach them.
+struct Cluster {
+    /// Killed (and their logs removed unless the test fails) first.
+    procs: Vec<Proc>,
+    relay: Relay,
+    /// Each node's advertised address, where clients reach it.
+    advertised: Vec<SocketAddr>,
+    key_file: Option<PathBuf>,
+    keys: Option<Keyring>,
+}
+
+/// Who leads, in which term, as every node agrees.
+#[derive(Debug, Clone, Copy)]
+struct Agreement {
+    leader: usize,
+    term: u64,
+}
+
+impl Cluster {
+    /// Binds the relay, starts node 0 (which founds the cluster) and the
+    /// others joining through node 0's advertised address.
+    fn start(settings: &Settings) -> Cluster {
+        let faces = Faces::bind(settings.nodes, settings.layout);
+        let advertised: Vec<SocketAddr> =
+            (0..settings.nodes).map(|i| faces.advertised(i)).collect();
+        let reals: Vec<u16> = (0..settings.nodes).map(|_| free_port()).collect();
+        let real_addrs: Vec<SocketAddr> = reals
+            .iter()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+            .collect();
+        let relay = faces.start(&real_addrs, settings.seed);
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fault-proxy-logs");
+        std::fs::create_dir_all(&dir).expect("create the log directory");
+        let (key_file, keys) = if settings.keyed {
+            let mut rng = StdRng::seed_from_u64(settings.seed);
+            let key: String = (0..32)
+                .map(|_| format!("{:02x}", rng.gen::<u8>()))
+                .collect();
+            let file = dir.join(format!("seed-{}.key", settings.seed));
+            std::fs::write(&file, format!("{key}\n")).expect("write the key file");
+            let keys = Keyring::parse(&key).expect("a valid key");
+            (Some(file), Some(keys))
+        } else {
+            (None, None)
+        };
+        let mut cluster = Cluster {
+            procs: Vec::new(),
+            relay,
+            advertised,
+            key_file,
+            keys,
+        };
+        for (i, real) in reals.iter().enumerate() {
+            let advertise = cluster.advertised[i].to_string();
+            let mut extra = vec!["--advertise", advertise.as_str()];
+            if let Some(file) = &cluster.key_file {
+                extra.extend(["--cluster-key-file", file.to_str().expect("utf-8 path")]);
+            }
+            let join: &[u16] = if i == 0 {
+                &[]
+            } else {
+                &[cluster.advertised[0].port()]
+            };
+            let log = dir.join(format!("seed-{}-node{i}.log", settings.seed));
+            cluster.procs.push(run_node(*real, join, &extra, log));
+            if i == 0 {
+                wait_until("node 0 to found the cluster", RECOVERY, || {
+                    (cluster.status(0)?["state"] == "leader").then_some(())
+                });
+            }
+        }
+        cluster
+    }
+
+    fn nodes(&self) -> usize {
+        self.advertised.len()
+    }
+
+    /// Runs a client command against node `i`, with the cluster key if any.
+    fn cli(&self, i: usize, args: &[&str]) -> Run {
+        self.cli_waiting(i, Duration::from_secs(3), args)
+    }
+
+    /// [`Cluster::cli`], waiting up to `timeout` for the answer.
+    fn cli_waiting(&self, i: usize, timeout: Duration, args: &[&str]) -> Run {
+        let node = self.advertised[i].to_string();
+        let timeout = timeout.as_millis().to_string();
+        let mut all = vec![args[0], "--node", node.as_str(), "--timeout-ms", &timeout];
+        if let Some(file) = &self.key_file {
+            all.extend(["--cluster-key-file", file.to_str().expect("utf-8 path")]);
+        }
+        all.extend(&args[1..]);
+        cli(&all)
+    }
+
+    fn status(&self, i: usize) -> Option<Value> {
+        self.cli(i, &["status", "--json"]).json()
+    }
+
+    fn map(&self, i: usize) -> Option<BTreeMap<String, String>> {
+        let value = self.cli(i, &["get", "--json"]).json()?;
+        value
+            .as_object()?
+            .iter()
+            .map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect()
+    }
+
+    fn put(&self, i: usize, key: &str, value: &str) -> Run {
+        self.cli(i, &["put", key, value])
+    }
+
+    /// A library client for node `i`.
+    fn client(&self, i: usize, timeout: Duration) -> Client {
+        Client::new(self.advertised[i], 0)
+            .with_keys(self.keys.clone())
+            .with_timeout(timeout)
+    }
+
+    /// Waits until every node answers, exactly one leads, every node
+    /// follows it in its term, and the members are the advertised
+    /// addresses, all voters.
+    fn wait_for_agreement(&self) -> Agreement {
+        let expected: BTreeSet<String> = self.advertised.iter().map(|a| a.to_string()).collect();
+        wait_until(
+            &format!("one leader that all {} nodes follow", self.nodes()),
+            RECOVERY,
+            || {
+                let statuses: Vec<Value> = (0..self.nodes())
+                    .map(|i| self.status(i))
+                    .collect::<Option<_>>()?;
+                let leaders: Vec<usize> = (0..self.nodes())
+                    .filter(|i| statuses[*i]["state"] == "leader")
+                    .collect();
+                let [leader] = leaders[..] else {
+                    return None;
+                };
+                let term = statuses[leader]["term"].as_u64()?;
+                let agreed = statuses.iter().all(|s| {
+                    let members: Option<BTreeSet<String>> =
+                        s["member_details"].as_array().and_then(|ms| {
+                            ms.iter()
+                                .map(|m| {
+                                    (m["voter"] == true)
+                                        .then(|| m["addr"].as_str().map(String::from))?
+                                })
+                                .collect()
+                        });
+                    s["term"].as_u64() == Some(term)
+                        && s["leader"].as_str().and_then(|a| self.relay.owner_of(a)) == Some(leader)
+                        && members.as_ref() == Some(&expected)
+                });
+                agreed.then_some(Agreement { leader, term })
+            },
+        )
+    }
+
+    /// Waits until every node reports the same version and the same map,
+    /// holding every `after-i` key; returns that map.
+    fn wait_for_one_map(&self) -> BTreeMap<String, String> {
+        wait_until("every node at one version with one map", RECOVERY, || {
+            let versions: BTreeSet<u64> = (0..self.nodes())
+                .map(|i| self.status(i)?["version"].as_u64())
+                .collect::<Option<_>>()?;
+            let maps: Vec<BTreeMap<String, String>> = (0..self.nodes())
+                .map(|i| self.map(i))
+                .collect::<Option<_>>()?;
+            let complete = (0..self.nodes()).all(|i| maps[0].contains_key(&format!("after-{i}")));
+            (versions.len() == 1 && complete && maps.iter().all(|m| *m == maps[0]))
+                .then(|| maps[0].clone())
+        })
+    }
+}
+
+/// Sleeps `ms` milliseconds, or less if `stop` is set.
+fn pause(ms: u64, stop: &AtomicBool) {
+    let until = Instant::now() + Duration::from_millis(ms);
+    while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Until `stop`, now and then cuts the leader off for three to seven
+/// leader timeouts (faults elsewhere go on); returns how often.
+fn cut_off_leaders(cluster: &Cluster, seed: u64, stop: &AtomicBool) -> u64 {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xc0ff);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the outage thread's runtime");
+    let mut outages = 0;
+    loop {
+        pause(rng.gen_range(1_000..2_500), stop);
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let leader = (0..cluster.nodes()).find(|i| {
+            let client = cluster.client(*i, Duration::from_millis(500));
+            matches!(
+                runtime.block_on(client.request(ClientOp::Status)),
+                Ok(ClientReply::Status(status)) if status.state == "leader"
+            )
+        });
+        let node = leader.unwrap_or_else(|| rng.gen_range(0..cluster.nodes()));
+        cluster.relay.cut_off(Some(node));
+        pause(rng.gen_range(600..1_400), stop);
+        cluster.relay.cut_off(None);
+        outages += 1;
+    }
+    cluster.relay.cut_off(None);
+    outages
+}
+
+/// What became of one write, as its writer saw it.
+#[derive(Debug, Clone)]
+enum Outcome {
+    /// Committed, the node said.
+    Acked,
+    /// Refused with "nothing changed": it must leave no trace.
+    Refused(String),
+    /// Timed out, uncertain, or the answer was lost: either way.
+    Unknown(String),
+}
+
+#[derive(Debug, Clone)]
+struct Write {
+    writer: usize,
+    seq: u64,
+    key: String,
+    value: String,
+    node: usize,
+    outcome: Outcome,
+}
+
+/// The key a writer's write `seq` goes to: mostly a key of its own, every
+/// fourth write its one key written again and again.
+fn write_key(writer: usize, seq: u64) -> String {
+    if seq % 4 == 3 {
+        format!("hot-{writer}")
+    } else {
+        format!("w{writer}-{seq}")
+    }
+}
+
+/// Writes one after the other until `stop`, through each node in turn;
+/// writer 0 through the command line, the others through the library
+/// client.
+fn write_loop(cluster: &Cluster, writer: usize, stop: &AtomicBool, writes: &Mutex<Vec<Write>>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a writer's runtime");
+    let mut seq = 0;
+    while !stop.load(Ordering::SeqCst) && seq < WRITES_MAX {
+        let node = (writer + seq as usize) % cluster.nodes();
+        let key = write_key(writer, seq);
+        let value = format!("{writer}.{seq}");
+        let outcome = if writer == 0 {
+            let put = cluster.cli_waiting(node, WRITE_TIMEOUT, &["put", &key, &value]);
+            if put.ok() {
+                Outcome::Acked
+            } else if put.stderr.contains("nothing changed") {
+                Outcome::Refused(put.stderr.trim().to_string())
+            } else {
+                Outcome::Unknown(put.stderr.trim().to_string())
+            }
+        } else {
+            let client = cluster.client(node, WRITE_TIMEOUT);
+            let op = ClientOp::Set {
+                key: key.clone(),
+                value: value.clone(),
+            };
+            match runtime.block_on(client.request(op)) {
+                Ok(ClientReply::Written { .. }) => Outcome::Acked,
+                Ok(ClientReply::Failed {
+                    failure: ClientFailure::Timeout | ClientFailure::Uncertain,
+                    message,
+                }) => Outcome::Unknown(message),
+                Ok(ClientReply::Failed { failure, message }) => {
+                    Outcome::Refused(format!("{failure:?}: {message}"))
+                }
+                Ok(other) => Outcome::Unknown(format!("unexpected reply {other:?}")),
+                Err(error) => Outcome::Unknown(error.to_string()),
+            }
+        };
+        writes.lock().expect("writes lock").push(Write {
+            writer,
+            seq,
+            key,
+            value,
+            node,
+            outcome,
+        });
+        seq += 1;
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What the nodes said while the faults were on, checked as it comes:
+/// one leader per term, terms and commit versions that never go back, one
+/// map per committed version.
+struct Watch {
+    samples: u64,
+    /// Who led each term, by the first node that said it led it.
+    leaders: HashMap<u64, usize>,
+    terms: Vec<u64>,
+    versions: Vec<u64>,
+    maps: HashMap<u64, (usize, Vec<(String, String)>)>,
+    violations: Vec<String>,
+}
+
+impl Watch {
+    fn new(nodes: usize) -> Watch {
+        Watch {
+            samples: 0,
+            leaders: HashMap::new(),
+            terms: vec![0; nodes],
+            versions: vec![0; nodes],
+            maps: HashMap::new(),
+            violations: Vec::new(),
+        }
+    }
+
+    /// Asks every node for its status and map in turn, until `stop`.
+    fn run(&mut self, cluster: &Cluster, stop: &AtomicBool) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("the watcher's runtime");
+        while !stop.load(Ordering::SeqCst) {
+            for i in 0..cluster.nodes() {
+                let client = cluster.client(i, Duration::from_millis(500));
+                if let Ok(ClientReply::Status(status)) =
+                    runtime.block_on(client.request(ClientOp::Status))
+                {
+                    self.samples += 1;
+                    self.status(i, &status.state, status.term, status.version);
+                }
+                let get = ClientOp::Get {
+                    key: None,
+                    linearizable: false,
+                };
+                if let Ok(ClientReply::Map { version, map }) = runtime.block_on(client.request(get))
+                {
+                    self.map(i, version, map);
+                }
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn status(&mut self, node: usize, state: &str, term: u64, version: u64) {
+        if state == "leader" {
+            let first = *self.leaders.entry(term).or_insert(node);
+            if first != node {
+                self.violations.push(format!(
+                    "two leaders in term {term}: node {first} and node {node}"
+                ));
+            }
+        }
+        if term < self.terms[node] {
+            self.violations.push(format!(
+                "node {node}'s term went back from {} to {term}",
+                self.terms[node]
+            ));
+        }
+        if version < self.versions[node] {
+            self.violations.push(format!(
+                "node {node}'s committed version went back from {} to {version}",
+                self.versions[node]
+            ));
+        }
+        self.terms[node] = self.terms[node].max(term);
+        self.versions[node] = self.versions[node].max(version);
+    }
+
+    fn map(&mut self, node: usize, version: u64, map: Vec<(String, String)>) {
+        match self.maps.get(&version) {
+            None => {
+                self.maps.insert(version, (node, map));
+            }
+            Some((first, seen)) if *seen != map => {
+                let a: BTreeSet<_> = seen.iter().collect();
+                let b: BTreeSet<_> = map.iter().collect();
+                self.violations.push(format!(
+                    "nodes {first} and {node} hold different maps at version {version}: \
+                     only in {first}: {:?}; only in {node}: {:?}",
+                    a.difference(&b).collect::<Vec<_>>(),
+                    b.difference(&a).collect::<Vec<_>>()
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// Checks the final map against what the writers saw: each acknowledged
+/// write present (for a key written again: its last acknowledged value, or
+/// the value of a write whose outcome is unknown, which may have committed
+/// at any time), no refused write applied, no pair that nobody wrote.
+fn check_writes(writes: &[Write], map: &BTreeMap<String, String>, nodes: usize) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut by_key: BTreeMap<&str, Vec<&Write>> = BTreeMap::new();
+    for write in writes {
+        by_key.entry(&write.key).or_default().push(write);
+    }
+    for (key, attempts) in &by_key {
+        let last_acked = attempts
+            .iter()
+            .rev()
+            .find(|w| matches!(w.outcome, Outcome::Acked));
+        let found = map.get(*key);
+        let allowed = |value: &str| {
+            attempts.iter().any(|w| {
+                w.value == value
+                    && match w.outcome {
+                        Outcome::Unknown(_) => true,
+                        Outcome::Acked => last_acked.is_some_and(|last| last.seq == w.seq),
+                        Outcome::Refused(_) => false,
+                    }
+            })
+        };
+        match (found, last_acked) {
+            (None, Some(last)) => problems.push(format!(
+                "lost acknowledged write: {key}={} (writer {}, write {}, through node {})",
+                last.value, last.writer, last.seq, last.node
+            )),
+            (Some(value), _) if !allowed(value) => {
+                let write = attempts.iter().find(|w| w.value == *value);
+                problems.push(format!(
+                    "{key}={value} should not be there: its write is {write:?}, the last \
+                     acknowledged is {last_acked:?}"
+                ));
+            }
+            _ => {}
+        }
+    }
+    for (key, value) in map {
+        let written = by_key
+            .get(key.as_str())
+            .is_some_and(|attempts| attempts.iter().any(|w| w.value == *value));
+        let probe = key
+            .strip_prefix("after-")
+            .and_then(|i| i.parse::<usize>().ok())
+            .is_some_and(|i| i < nodes && value == "ok");
+        if !written && !probe {
+            problems.push(format!("{key}={value} was never written"));
+        }
+    }
+    problems
+}
+
+/// The relay did what it was asked (so the run tested something) and only
+/// ever saw datagrams from the nodes.
+fn check_relay(settings: &Settings, stats: &Stats) -> Vec<String> {
+    let faults = settings.faults;
+    let mut problems = Vec::new();
+    let mut expect = |asked: bool, done: u64, what: &str| {
+        if asked && done == 0 {
+            problems.push(format!("the relay {what} nothing: {stats}"));
+        }
+    };
+    expect(faults.drop > 0.0, stats.dropped, "dropped");
+    expect(faults.duplicate > 0.0, stats.duplicated, "duplicated");
+    expect(faults.corrupt > 0.0, stats.corrupted, "corrupted");
+    expect(faults.delay_ms.1 > 0, stats.delayed, "delayed");
+    expect(faults.delay_ms.1 > 1, stats.reordered, "reordered");
+    if stats.unknown_source > 0 {
+        problems.push(format!("datagrams from unknown sources: {stats}"));
+    }
+    problems
+}
+
+/// The same relay in front of nodes run by the library in this process,
+/// whose counters can be read: every corrupted datagram the relay
+/// delivered is refused by the node's decoder and counted, and the
+/// cluster's data stays what was written.
+#[test]
+fn corrupted_datagrams_are_counted_as_decode_errors_and_change_nothing() {
+    let seed = seed_from_env();
+    eprintln!("corruption seed {seed}");
+    let nodes = 3;
+    let faces = Faces::bind(nodes, Layout::PerPair);
+    let advertised: Vec<SocketAddr> = (0..nodes).map(|i| faces.advertised(i)).collect();
+    let reals: Vec<SocketAddr> = (0..nodes)
+        .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+        .collect();
+    let relay = faces.start(&reals, seed);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("the nodes' runtime");
+    let config = |i: usize| {
+        let join = if i == 0 { vec![] } else { vec![advertised[0]] };
+        let mut config = Config::new(reals[i], join);
+        config.advertise = Some(advertised[i]);
+        config.heartbeat_ms = 20;
+        config.leader_timeout_ms = 200;
+        config.election_timeout_ms = 200;
+        config
+    };
+    let cluster: Vec<Node> = runtime.block_on(async {
+        let first = Node::start(config(0)).await.expect("start node 0");
+        first
+            .wait_for(RECOVERY, |s| s.state == State::Leader)
+            .await
+            .expect("node 0 founds the cluster");
+        let mut cluster = vec![first];
+        for i in 1..nodes {
+            cluster.push(Node::start(config(i)).await.expect("start a node"));
+        }
+        cluster
+    });
+    let agreed = || {
+        let statuses: Vec<_> = cluster.iter().map(Node::status).collect();
+        let leaders = statuses.iter().filter(|s| s.state == State::Leader).count();
+        let voters = |s: &simple_raft::Status| s.members.iter().filter(|m| m.voter).count();
+        (leaders == 1
+            && statuses
+                .iter()
+                .all(|s| voters(s) == nodes && s.leader.is_some()))
+        .then_some(())
+    };
+    wait_until("three voters and one leader", RECOVERY, agreed);
+
+    relay.set_faults(Faults {
+        drop: 0.0,
+        duplicate: 0.05,
+        corrupt: 0.25,
+        delay_ms: (0, 10),
+    });
+    let mut acked = BTreeMap::new();
+    let mut refused = Vec::new();
+    for k in 0..60 {
+        let (key, value) = (format!("c{k}"), format!("v{k}"));
+        let node = &cluster[k % nodes];
+        match runtime.block_on(node.set(key.clone(), value.clone())) {
+            Ok(_) => {
+                acked.insert(key, value);
+            }
+            Err(Error::Timeout) => {}
+            Err(error) => refused.push((key, error.to_string())),
+        }
+    }
+    relay.set_faults(Faults::NONE);
+    eprintln!(
+        "relay: {}; {} of 60 writes acknowledged",
+        relay.stats(),
+        acked.len()
+    );
+    assert!(relay.stats().corrupted > 0, "{}", relay.stats());
+
+    // Copies held back are delivered within 10 ms; the counts then match.
+    for (i, node) in cluster.iter().enumerate() {
+        let metrics = wait_until(
+            &format!("node {i} to count each corrupted datagram"),
+            RECOVERY,
+            || {
+                let metrics = runtime.block_on(node.metrics()).expect("metrics");
+                (metrics.core.decode_errors_total() == relay.corrupted_to(i)).then_some(metrics)
+            },
+        );
+        eprintln!(
+            "node {i}: {} corrupted datagrams sent to it, decode errors {:?}",
+            relay.corrupted_to(i),
+            metrics.decode_errors()
+        );
+        assert!(
+            relay.corrupted_to(i) > 0,
+            "node {i} got no corrupted datagram"
+        );
+        assert_eq!(
+            metrics.tcp_decode_errors.iter().sum::<u64>(),
+            0,
+            "TCP is relayed untouched"
+        );
+    }
+
+    wait_until("one leader again", RECOVERY, agreed);
+    let leader = cluster
+        .iter()
+        .find(|n| n.state() == State::Leader)
+        .expect("a leader");
+    runtime
+        .block_on(leader.set("after", "ok"))
+        .expect("a write once the faults stop");
+    let map = wait_until("every node to hold one map", RECOVERY, || {
+        let maps: Vec<_> = cluster
+            .iter()
+            .map(|n| runtime.block_on(n.data()).expect("data"))
+            .collect();
+        (maps.iter().all(|m| *m == maps[0]) && maps[0].contains_key("after"))
+            .then(|| maps[0].clone())
+    });
+    for (key, value) in &acked {
+        assert_eq!(
+            map.get(key),
+            Some(value),
+            "acknowledged write {key}={value}"
+        );
+    }
+    for (key, error) in &refused {
+        assert!(
+            !map.contains_key(key),
+            "{key} was refused ({error}) but is there"
+        );
+    }
+    for (key, value) in map.iter() {
+        let written = key == "after"
+            || key
+                .strip_prefix('c')
+                .is_some_and(|k| value.strip_prefix('v') == Some(k));
+        assert!(written, "{key}={value} was never written");
+    }
+    runtime.block_on(async {
+        for node in cluster {
+            let _ = node.shutdown().await;
+        }
+    });
+}
