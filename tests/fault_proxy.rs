@@ -39,9 +39,9 @@ use process::{cli, free_port, run_node, wait_until, Proc, Run};
 /// The longest the cluster may take to form, or to recover once the
 /// faults stop; generous, since two cores are shared with other tests.
 const RECOVERY: Duration = Duration::from_secs(40);
-/// How long a write may take before its outcome counts as unknown: longer
-/// than the node's own request timeout (5 s), so that most writes end with
-/// the node's answer rather than the client's impatience.
+/// How long a write may take in the default run before its outcome counts
+/// as unknown: longer than the node's own request timeout (5 s), so that
+/// writes end with the node's answer rather than the client's impatience.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(6);
 /// Writes one writer makes at most in a run, whatever the time.
 const WRITES_MAX: u64 = 5_000;
@@ -57,11 +57,16 @@ struct Settings {
     faulty: Duration,
     /// Threads writing in a loop; writer 0 uses the command line.
     writers: usize,
+    /// How long a writer waits for an answer; a short wait leaves writes
+    /// of unknown outcome that may still commit later.
+    write_timeout: Duration,
     /// Whether the nodes (and clients) use a cluster key.
     keyed: bool,
-    /// Whether the leader is cut off now and then, so that leadership
-    /// moves while the faults are on.
+    /// Whether the leader (or now and then another node) is cut off for a
+    /// while, so that leadership moves while the faults are on.
     outages: bool,
+    /// Whether the nodes but the first join once the faults are on.
+    join_under_faults: bool,
 }
 
 impl Settings {
@@ -80,18 +85,22 @@ impl Settings {
             },
             faulty: Duration::from_secs(8),
             writers: 3,
+            write_timeout: WRITE_TIMEOUT,
             keyed: false,
             outages: true,
+            join_under_faults: false,
         }
     }
 
     /// A soak run: three or five nodes, either layout, with or without a
-    /// cluster key; one run in three harsh (up to 40 % loss, 100 ms delay).
+    /// cluster key, patient or impatient writers, joining before or after
+    /// the faults start; one run in three harsh (up to 50 % loss, delays up
+    /// to 250 ms: longer than a leader timeout).
     fn random(seed: u64) -> Settings {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_f00d);
         let harsh = rng.gen_bool(1.0 / 3.0);
         let (drop_max, other_max, delay_max) = if harsh {
-            (0.40, 0.20, 100)
+            (0.50, 0.20, 250)
         } else {
             (0.20, 0.10, 40)
         };
@@ -112,8 +121,12 @@ impl Settings {
             },
             faulty: Duration::from_secs(rng.gen_range(6..=15)),
             writers: rng.gen_range(2..=4),
+            write_timeout: Duration::from_millis(
+                [300, 1_000, WRITE_TIMEOUT.as_millis() as u64][rng.gen_range(0..3)],
+            ),
             keyed: rng.gen_bool(0.25),
             outages: rng.gen_bool(0.5),
+            join_under_faults: rng.gen_bool(0.3),
         }
     }
 }
@@ -160,46 +173,58 @@ fn soak_with_random_fault_settings_when_asked() {
 fn run(settings: &Settings) {
     let started = Instant::now();
     eprintln!(
-        "fault-proxy seed {}: {} nodes, {:?} faces, {}, faults for {:?}, {} writers{}{}",
+        "fault-proxy seed {}: {} nodes, {:?} faces, {}, faults for {:?}, {} writers waiting \
+         {:?}{}{}{}",
         settings.seed,
         settings.nodes,
         settings.layout,
         settings.faults,
         settings.faulty,
         settings.writers,
+        settings.write_timeout,
         if settings.keyed { ", cluster key" } else { "" },
         if settings.outages {
             ", leader cut off now and then"
         } else {
             ""
+        },
+        if settings.join_under_faults {
+            ", joining under faults"
+        } else {
+            ""
         }
     );
     let cluster = Cluster::start(settings);
-    let formed = cluster.wait_for_agreement();
-    eprintln!(
-        "formed in {:?}: node {} leads in term {}",
-        started.elapsed(),
-        formed.leader,
-        formed.term
-    );
+    if !settings.join_under_faults {
+        let formed = cluster.wait_for_agreement();
+        eprintln!(
+            "formed in {:?}: node {} leads in term {}",
+            started.elapsed(),
+            formed.leader,
+            formed.term
+        );
+        cluster.relay.set_faults(settings.faults);
+    }
 
     let stop = AtomicBool::new(false);
     let writes = Mutex::new(Vec::new());
     let mut watch = Watch::new(settings.nodes);
-    cluster.relay.set_faults(settings.faults);
-    let outages = thread::scope(|scope| {
+    let (outages, (reads, stale_reads)) = thread::scope(|scope| {
         for writer in 0..settings.writers {
             let (cluster, stop, writes) = (&cluster, &stop, &writes);
-            scope.spawn(move || write_loop(cluster, writer, stop, writes));
+            let timeout = settings.write_timeout;
+            scope.spawn(move || write_loop(cluster, writer, timeout, stop, writes));
         }
-        let (cluster, stop, watch) = (&cluster, &stop, &mut watch);
+        let (cluster, stop, watch, writes) = (&cluster, &stop, &mut watch, &writes);
         scope.spawn(move || watch.run(cluster, stop));
+        let reads = scope.spawn(move || read_loop(cluster, writes, stop));
         let outages = settings
             .outages
             .then(|| scope.spawn(move || cut_off_leaders(cluster, settings.seed, stop)));
         thread::sleep(settings.faulty);
         stop.store(true, Ordering::SeqCst);
-        outages.map_or(0, |o| o.join().expect("the outage thread"))
+        let outages = outages.map_or(0, |o| o.join().expect("the outage thread"));
+        (outages, reads.join().expect("the reader"))
     });
     cluster.relay.set_faults(Faults::NONE);
     let faulty_stats = cluster.relay.stats();
@@ -207,7 +232,7 @@ fn run(settings: &Settings) {
     eprintln!("relay while faulty: {faulty_stats}");
     eprintln!(
         "writes: {} acknowledged, {} refused, {} unknown; {outages} outages, {} samples, \
-         terms up to {}, {} terms with a leader seen",
+         {reads}, terms up to {}, {} terms with a leader seen",
         count(&writes, |o| matches!(o, Outcome::Acked)),
         count(&writes, |o| matches!(o, Outcome::Refused(_))),
         count(&writes, |o| matches!(o, Outcome::Unknown(_))),
@@ -222,6 +247,7 @@ fn run(settings: &Settings) {
 
     let recovering = Instant::now();
     let mut problems = watch.violations.clone();
+    problems.extend(stale_reads);
     let recovered = cluster.wait_for_agreement();
     for i in 0..settings.nodes {
         let key = format!("after-{i}");
@@ -296,7 +322,8 @@ struct Agreement {
 
 impl Cluster {
     /// Binds the relay, starts node 0 (which founds the cluster) and the
-    /// others joining through node 0's advertised address.
+    /// others joining through node 0's advertised address, with the faults
+    /// already on if asked.
     fn start(settings: &Settings) -> Cluster {
         let faces = Faces::bind(settings.nodes, settings.layout);
         let advertised: Vec<SocketAddr> =
@@ -345,6 +372,9 @@ impl Cluster {
                 wait_until("node 0 to found the cluster", RECOVERY, || {
                     (cluster.status(0)?["state"] == "leader").then_some(())
                 });
+                if settings.join_under_faults {
+                    cluster.relay.set_faults(settings.faults);
+                }
             }
         }
         cluster
@@ -523,7 +553,13 @@ fn write_key(writer: usize, seq: u64) -> String {
 /// Writes one after the other until `stop`, through each node in turn;
 /// writer 0 through the command line, the others through the library
 /// client.
-fn write_loop(cluster: &Cluster, writer: usize, stop: &AtomicBool, writes: &Mutex<Vec<Write>>) {
+fn write_loop(
+    cluster: &Cluster,
+    writer: usize,
+    write_timeout: Duration,
+    stop: &AtomicBool,
+    writes: &Mutex<Vec<Write>>,
+) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -534,7 +570,7 @@ fn write_loop(cluster: &Cluster, writer: usize, stop: &AtomicBool, writes: &Mute
         let key = write_key(writer, seq);
         let value = format!("{writer}.{seq}");
         let outcome = if writer == 0 {
-            let put = cluster.cli_waiting(node, WRITE_TIMEOUT, &["put", &key, &value]);
+            let put = cluster.cli_waiting(node, write_timeout, &["put", &key, &value]);
             if put.ok() {
                 Outcome::Acked
             } else if put.stderr.contains("nothing changed") {
@@ -543,7 +579,7 @@ fn write_loop(cluster: &Cluster, writer: usize, stop: &AtomicBool, writes: &Mute
                 Outcome::Unknown(put.stderr.trim().to_string())
             }
         } else {
-            let client = cluster.client(node, WRITE_TIMEOUT);
+            let client = cluster.client(node, write_timeout);
             let op = ClientOp::Set {
                 key: key.clone(),
                 value: value.clone(),
@@ -670,6 +706,100 @@ impl Watch {
             Some(_) => {}
         }
     }
+}
+
+/// Linearizable reads: how long the answered ones took, how many failed.
+#[derive(Debug, Default)]
+struct Reads {
+    answered: Vec<Duration>,
+    failed: u64,
+}
+
+impl std::fmt::Display for Reads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut times = self.answered.clone();
+        times.sort();
+        let median = times.get(times.len() / 2).copied().unwrap_or_default();
+        let max = times.last().copied().unwrap_or_default();
+        write!(
+            f,
+            "{} linearizable reads answered (median {median:?}, max {max:?}), {} failed",
+            times.len(),
+            self.failed
+        )
+    }
+}
+
+/// Until `stop`, reads the whole map through each node in turn with
+/// `--linearizable`, checking each answer against the writes that had
+/// ended before the read started; returns what happened and the problems.
+fn read_loop(
+    cluster: &Cluster,
+    writes: &Mutex<Vec<Write>>,
+    stop: &AtomicBool,
+) -> (Reads, Vec<String>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("the reader's runtime");
+    let (mut reads, mut problems) = (Reads::default(), Vec::new());
+    for round in 0.. {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let node = round % cluster.nodes();
+        let before = writes.lock().expect("writes lock").clone();
+        let client = cluster.client(node, Duration::from_secs(2));
+        let read = ClientOp::Get {
+            key: None,
+            linearizable: true,
+        };
+        let started = Instant::now();
+        let answer = runtime.block_on(client.request(read));
+        if let Ok(ClientReply::Map { map, .. }) = answer {
+            reads.answered.push(started.elapsed());
+            let map: BTreeMap<String, String> = map.into_iter().collect();
+            for problem in check_read(&before, &map) {
+                problems.push(format!("linearizable read through node {node}: {problem}"));
+            }
+        } else {
+            reads.failed += 1;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    (reads, problems)
+}
+
+/// Checks a linearizable read against the writes that had ended before it
+/// started: each acknowledged one is there, unless a later write of its
+/// writer to that key (ended or not) or one of unknown outcome replaced it.
+fn check_read(before: &[Write], map: &BTreeMap<String, String>) -> Vec<String> {
+    let mut last_acked: BTreeMap<&str, &Write> = BTreeMap::new();
+    for write in before {
+        if matches!(write.outcome, Outcome::Acked) {
+            last_acked.insert(&write.key, write);
+        }
+    }
+    let mut problems = Vec::new();
+    for (key, last) in last_acked {
+        let Some(value) = map.get(key) else {
+            problems.push(format!("{key} is missing; {last:?} had ended"));
+            continue;
+        };
+        // Values are unique; one not in `before` is of a write still going.
+        let write = before.iter().find(|w| w.key == key && w.value == *value);
+        let stale = write.is_some_and(|w| match w.outcome {
+            Outcome::Acked => w.seq < last.seq,
+            Outcome::Refused(_) => true,
+            Outcome::Unknown(_) => false,
+        });
+        if stale {
+            problems.push(format!(
+                "{key}={value} is stale or refused ({write:?}); {last:?} had ended"
+            ));
+        }
+    }
+    problems
 }
 
 /// Checks the final map against what the writers saw: each acknowledged
