@@ -23,6 +23,7 @@
 //! member address, as behind a symmetric NAT).
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket as StdUdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +49,14 @@ pub struct Faults {
     /// Each copy is held for a random time in this range of milliseconds
     /// (inclusive); copies held for different times overtake each other.
     pub delay_ms: (u64, u64),
+    /// Probability that a datagram brings along an old one: a copy of one
+    /// of the last [`HISTORY`] datagrams of the same sender to the same
+    /// receiver, delivered again (a duplicate delayed for long).
+    pub replay: f64,
 }
+
+/// Datagrams remembered per link for [`Faults::replay`].
+pub const HISTORY: usize = 64;
 
 impl Faults {
     /// Every datagram delivered at once, unchanged.
@@ -57,6 +65,7 @@ impl Faults {
         duplicate: 0.0,
         corrupt: 0.0,
         delay_ms: (0, 0),
+        replay: 0.0,
     };
 
     fn check(&self) {
@@ -64,6 +73,7 @@ impl Faults {
             ("drop", self.drop),
             ("duplicate", self.duplicate),
             ("corrupt", self.corrupt),
+            ("replay", self.replay),
         ] {
             assert!((0.0..=1.0).contains(&p), "{name} probability {p}");
         }
@@ -81,8 +91,23 @@ impl fmt::Display for Faults {
             self.corrupt * 100.0,
             self.delay_ms.0,
             self.delay_ms.1
-        )
+        )?;
+        if self.replay > 0.0 {
+            write!(f, ", replay {:.1} %", self.replay * 100.0)?;
+        }
+        Ok(())
     }
+}
+
+/// Which way a cut-off node's datagrams are dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// Everything it sends and everything sent to it.
+    Both,
+    /// Only what it sends: it hears the others, they do not hear it.
+    Outbound,
+    /// Only what is sent to it: the others hear it, it hears nobody.
+    Inbound,
 }
 
 /// Which address a node sees another node's datagrams come from.
@@ -103,6 +128,8 @@ pub struct Stats {
     pub dropped: u64,
     /// Of those, dropped because their sender or receiver was cut off.
     pub cut: u64,
+    /// Old datagrams delivered again.
+    pub replayed: u64,
     /// Of those, delivered twice.
     pub duplicated: u64,
     /// Copies corrupted.
@@ -127,7 +154,8 @@ impl fmt::Display for Stats {
         write!(
             f,
             "received {}, dropped {}, cut {}, duplicated {}, corrupted {}, delayed {}, \
-             reordered {}, delivered {}, unknown source {}, send errors {}, tcp connections {}",
+             reordered {}, replayed {}, delivered {}, unknown source {}, send errors {}, \
+             tcp connections {}",
             self.received,
             self.dropped,
             self.cut,
@@ -135,6 +163,7 @@ impl fmt::Display for Stats {
             self.corrupted,
             self.delayed,
             self.reordered,
+            self.replayed,
             self.delivered,
             self.unknown_source,
             self.send_errors,
@@ -148,6 +177,7 @@ struct Counters {
     received: AtomicU64,
     dropped: AtomicU64,
     cut: AtomicU64,
+    replayed: AtomicU64,
     duplicated: AtomicU64,
     corrupted: AtomicU64,
     delayed: AtomicU64,
@@ -243,6 +273,7 @@ impl Faces {
             sockets: udps,
             faults: Mutex::new(Faults::NONE),
             cut_off: Mutex::new(None),
+            history: Mutex::new(vec![VecDeque::new(); links]),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             order: Mutex::new(vec![Order::default(); links]),
             counters: Counters::default(),
@@ -289,7 +320,9 @@ struct Shared {
     sockets: Vec<Arc<UdpSocket>>,
     faults: Mutex<Faults>,
     /// A node whose datagrams, both ways, are all dropped.
-    cut_off: Mutex<Option<usize>>,
+    cut_off: Mutex<Option<(usize, Cut)>>,
+    /// The last datagrams of each link, for replays.
+    history: Mutex<Vec<VecDeque<Vec<u8>>>>,
     rng: Mutex<StdRng>,
     order: Mutex<Vec<Order>>,
     counters: Counters,
@@ -309,7 +342,12 @@ impl Shared {
     fn relay(self: &Arc<Self>, sender: usize, receiver: usize, bytes: &[u8]) {
         bump(&self.counters.received);
         let cut_off = *self.cut_off.lock().expect("cut-off lock");
-        if cut_off.is_some_and(|node| node == sender || node == receiver) {
+        let cut = cut_off.is_some_and(|(node, cut)| match cut {
+            Cut::Both => node == sender || node == receiver,
+            Cut::Outbound => node == sender,
+            Cut::Inbound => node == receiver,
+        });
+        if cut {
             bump(&self.counters.cut);
             return;
         }
@@ -323,25 +361,23 @@ impl Shared {
         let mut copies = Vec::new();
         {
             let mut rng = self.rng.lock().expect("rng lock");
+            if faults.replay > 0.0 {
+                let mut history = self.history.lock().expect("history lock");
+                let past = &mut history[link];
+                if !past.is_empty() && rng.gen_bool(faults.replay) {
+                    let old = past[rng.gen_range(0..past.len())].clone();
+                    bump(&self.counters.replayed);
+                    copies.push((0, old));
+                }
+                if past.len() == HISTORY {
+                    past.pop_front();
+                }
+                past.push_back(bytes.to_vec());
+            }
             if rng.gen_bool(faults.drop) {
                 bump(&self.counters.dropped);
-                return;
-            }
-            let count = if rng.gen_bool(faults.duplicate) {
-                bump(&self.counters.duplicated);
-                2
             } else {
-                1
-            };
-            for _ in 0..count {
-                let mut copy = bytes.to_vec();
-                if rng.gen_bool(faults.corrupt) {
-                    corrupt(&mut copy, &mut rng);
-                    bump(&self.counters.corrupted);
-                    bump(&self.corrupted_to[receiver]);
-                }
-                let delay = rng.gen_range(faults.delay_ms.0..=faults.delay_ms.1);
-                copies.push((delay, copy));
+                self.decide_copies(faults, receiver, bytes, &mut rng, &mut copies);
             }
         }
         for (delay, bytes) in copies {
@@ -361,6 +397,34 @@ impl Shared {
                     shared.deliver(copy);
                 });
             }
+        }
+    }
+
+    /// The copies of a datagram that is not dropped: one or two, each
+    /// maybe corrupted, each with its delay.
+    fn decide_copies(
+        &self,
+        faults: Faults,
+        receiver: usize,
+        bytes: &[u8],
+        rng: &mut StdRng,
+        copies: &mut Vec<(u64, Vec<u8>)>,
+    ) {
+        let count = if rng.gen_bool(faults.duplicate) {
+            bump(&self.counters.duplicated);
+            2
+        } else {
+            1
+        };
+        for _ in 0..count {
+            let mut copy = bytes.to_vec();
+            if rng.gen_bool(faults.corrupt) {
+                corrupt(&mut copy, rng);
+                bump(&self.counters.corrupted);
+                bump(&self.corrupted_to[receiver]);
+            }
+            let delay = rng.gen_range(faults.delay_ms.0..=faults.delay_ms.1);
+            copies.push((delay, copy));
         }
     }
 
@@ -489,9 +553,9 @@ impl Relay {
         *self.shared.faults.lock().expect("faults lock") = faults;
     }
 
-    /// Cuts node `i` off (every datagram from or to it dropped, TCP left
+    /// Cuts node `i` off, one way or both (its datagrams dropped, TCP left
     /// alone), or with `None` lets everyone through again.
-    pub fn cut_off(&self, node: Option<usize>) {
+    pub fn cut_off(&self, node: Option<(usize, Cut)>) {
         *self.shared.cut_off.lock().expect("cut-off lock") = node;
     }
 
@@ -503,6 +567,7 @@ impl Relay {
             received: get(&c.received),
             dropped: get(&c.dropped),
             cut: get(&c.cut),
+            replayed: get(&c.replayed),
             duplicated: get(&c.duplicated),
             corrupted: get(&c.corrupted),
             delayed: get(&c.delayed),
