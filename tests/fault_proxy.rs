@@ -12,7 +12,8 @@
 //! the run with settings drawn from a seed: `FAULT_PROXY_RUNS=N` runs N of
 //! them (from `FAULT_PROXY_SEED`, or a random seed), each printing the seed
 //! that repeats it with `FAULT_PROXY_RUNS=1 FAULT_PROXY_SEED=S`. Logs of a
-//! failing run are kept and named in its output.
+//! failing run are kept and named in its output; `FAULT_PROXY_KEEP_LOGS=1`
+//! keeps those of passing runs too.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -204,7 +205,7 @@ fn run(settings: &Settings) {
             ""
         }
     );
-    let cluster = Cluster::start(settings);
+    let mut cluster = Cluster::start(settings);
     if !settings.join_under_faults {
         let formed = cluster.wait_for_agreement();
         eprintln!(
@@ -242,13 +243,14 @@ fn run(settings: &Settings) {
     eprintln!("relay while faulty: {faulty_stats}");
     eprintln!(
         "writes: {} acknowledged, {} refused, {} unknown; outages {outages:?}, {} samples, \
-         {reads}, terms up to {}, {} terms with a leader seen",
+         {reads}, terms up to {}, {} terms with a leader seen, all voters after {:?}",
         count(&writes, |o| matches!(o, Outcome::Acked)),
         count(&writes, |o| matches!(o, Outcome::Refused(_))),
         count(&writes, |o| matches!(o, Outcome::Unknown(_))),
         watch.samples,
         watch.terms.iter().max().copied().unwrap_or(0),
         watch.leaders.len(),
+        watch.all_voters,
     );
 
     for ((kind, reason), n) in reasons(&writes) {
@@ -281,6 +283,11 @@ fn run(settings: &Settings) {
         started.elapsed(),
         cluster.relay.stats()
     );
+    if std::env::var_os("FAULT_PROXY_KEEP_LOGS").is_some() {
+        for proc in &mut cluster.procs {
+            proc.log = None;
+        }
+    }
     assert!(
         problems.is_empty(),
         "seed {} ({settings:?}): {} problem(s):\n{}",
@@ -639,6 +646,9 @@ fn write_loop(
 /// map per committed version.
 struct Watch {
     samples: u64,
+    /// When a leader first had every node as a voter, since the faults
+    /// started (right away unless the nodes join under faults).
+    all_voters: Option<Duration>,
     /// Who led each term, by the first node that said it led it.
     leaders: HashMap<u64, usize>,
     terms: Vec<u64>,
@@ -651,6 +661,7 @@ impl Watch {
     fn new(nodes: usize) -> Watch {
         Watch {
             samples: 0,
+            all_voters: None,
             leaders: HashMap::new(),
             terms: vec![0; nodes],
             versions: vec![0; nodes],
@@ -665,6 +676,7 @@ impl Watch {
             .enable_all()
             .build()
             .expect("the watcher's runtime");
+        let (started, n) = (Instant::now(), cluster.nodes());
         while !stop.load(Ordering::SeqCst) {
             for i in 0..cluster.nodes() {
                 let client = cluster.client(i, Duration::from_millis(500));
@@ -673,6 +685,10 @@ impl Watch {
                 {
                     self.samples += 1;
                     self.status(i, &status.state, status.term, status.version);
+                    let voters = status.members.iter().filter(|m| m.voter).count();
+                    if status.state == "leader" && self.all_voters.is_none() && voters == n {
+                        self.all_voters = Some(started.elapsed());
+                    }
                 }
                 let get = ClientOp::Get {
                     key: None,
@@ -917,6 +933,58 @@ fn check_relay(settings: &Settings, stats: &Stats) -> Vec<String> {
     problems
 }
 
+/// Nodes run by the library in this process behind the relay, each with
+/// the short test timings; node 0 founds, the others join through it.
+struct LibraryNodes {
+    relay: Relay,
+    runtime: tokio::runtime::Runtime,
+    advertised: Vec<SocketAddr>,
+    reals: Vec<SocketAddr>,
+}
+
+impl LibraryNodes {
+    fn new(nodes: usize, layout: Layout, seed: u64) -> LibraryNodes {
+        let faces = Faces::bind(nodes, layout);
+        let advertised = (0..nodes).map(|i| faces.advertised(i)).collect();
+        let reals: Vec<SocketAddr> = (0..nodes)
+            .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+            .collect();
+        LibraryNodes {
+            relay: faces.start(&reals, seed),
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("the nodes' runtime"),
+            advertised,
+            reals,
+        }
+    }
+
+    /// Starts node `i`; node 0 is waited for until it leads.
+    fn start(&self, i: usize) -> Node {
+        let join = if i == 0 {
+            vec![]
+        } else {
+            vec![self.advertised[0]]
+        };
+        let mut config = Config::new(self.reals[i], join);
+        config.advertise = Some(self.advertised[i]);
+        config.heartbeat_ms = 20;
+        config.leader_timeout_ms = 200;
+        config.election_timeout_ms = 200;
+        self.runtime.block_on(async {
+            let node = Node::start(config).await.expect("start a node");
+            if i == 0 {
+                node.wait_for(RECOVERY, |s| s.state == State::Leader)
+                    .await
+                    .expect("node 0 founds the cluster");
+            }
+            node
+        })
+    }
+}
+
 /// The same relay in front of nodes run by the library in this process,
 /// whose counters can be read: every corrupted datagram the relay
 /// delivered is refused by the node's decoder and counted, and the
@@ -926,38 +994,9 @@ fn corrupted_datagrams_are_counted_as_decode_errors_and_change_nothing() {
     let seed = seed_from_env();
     eprintln!("corruption seed {seed}");
     let nodes = 3;
-    let faces = Faces::bind(nodes, Layout::PerPair);
-    let advertised: Vec<SocketAddr> = (0..nodes).map(|i| faces.advertised(i)).collect();
-    let reals: Vec<SocketAddr> = (0..nodes)
-        .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
-        .collect();
-    let relay = faces.start(&reals, seed);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("the nodes' runtime");
-    let config = |i: usize| {
-        let join = if i == 0 { vec![] } else { vec![advertised[0]] };
-        let mut config = Config::new(reals[i], join);
-        config.advertise = Some(advertised[i]);
-        config.heartbeat_ms = 20;
-        config.leader_timeout_ms = 200;
-        config.election_timeout_ms = 200;
-        config
-    };
-    let cluster: Vec<Node> = runtime.block_on(async {
-        let first = Node::start(config(0)).await.expect("start node 0");
-        first
-            .wait_for(RECOVERY, |s| s.state == State::Leader)
-            .await
-            .expect("node 0 founds the cluster");
-        let mut cluster = vec![first];
-        for i in 1..nodes {
-            cluster.push(Node::start(config(i)).await.expect("start a node"));
-        }
-        cluster
-    });
+    let lib = LibraryNodes::new(nodes, Layout::PerPair, seed);
+    let (relay, runtime) = (&lib.relay, &lib.runtime);
+    let cluster: Vec<Node> = (0..nodes).map(|i| lib.start(i)).collect();
     let agreed = || {
         let statuses: Vec<_> = cluster.iter().map(Node::status).collect();
         let leaders = statuses.iter().filter(|s| s.state == State::Leader).count();
@@ -1065,4 +1104,61 @@ fn corrupted_datagrams_are_counted_as_decode_errors_and_change_nothing() {
             let _ = node.shutdown().await;
         }
     });
+}
+
+/// A known issue, reproduced (run with `--ignored`; it fails today). A
+/// leader promotes a joining node only at a heartbeat at which that
+/// learner has matched the leader's commit. In a cluster founded by one
+/// node, the commit is the leader's last entry as soon as it is appended,
+/// so a steady stream of writes keeps every learner a round trip behind and
+/// none is promoted while the stream lasts: the cluster keeps one voter,
+/// and while its founder is cut off no one may hold an election. Without
+/// writes both joiners vote within about 0.1 s; with three voters already,
+/// a fourth joiner is promoted under the same load as fast (there the
+/// commit waits for the followers too). The soak found it: runs that join
+/// under faults and load saw no election while the founder was cut off.
+#[test]
+#[ignore = "known issue: the joiners of a one-voter cluster are not promoted under a steady write load"]
+fn joiners_of_a_one_voter_cluster_are_promoted_under_a_steady_write_load() {
+    let lib = LibraryNodes::new(3, Layout::Shared, seed_from_env());
+    let first = std::sync::Arc::new(lib.start(0));
+    // A round trip of at most a few milliseconds, as on a busy LAN.
+    lib.relay.set_faults(Faults {
+        delay_ms: (0, 2),
+        ..Faults::NONE
+    });
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (first, stop) = (first.clone(), stop.clone());
+            lib.runtime.spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let _ = first.set(format!("k{w}-{n}"), "v").await;
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let joined = Instant::now();
+    let others: Vec<Node> = (1..3).map(|i| lib.start(i)).collect();
+    let voters = |s: &simple_raft::Status| s.members.iter().filter(|m| m.voter).count();
+    let promoted = lib
+        .runtime
+        .block_on(first.wait_for(Duration::from_secs(10), |s| voters(s) == 3));
+    let status = first.status();
+    stop.store(true, Ordering::SeqCst);
+    for writer in writers {
+        lib.runtime.block_on(writer).expect("a writer");
+    }
+    drop(others);
+    assert!(
+        promoted.is_ok(),
+        "{} of 3 members vote {:?} after the others joined, while the writes went on to \
+         version {}",
+        voters(&status),
+        joined.elapsed(),
+        status.version
+    );
 }
