@@ -86,6 +86,7 @@ impl Settings {
                 corrupt: 0.05,
                 delay_ms: (0, 30),
                 replay: 0.0,
+                lose_answers: 0.0,
             },
             faulty: Duration::from_secs(8),
             writers: 3,
@@ -100,7 +101,8 @@ impl Settings {
     /// A soak run: three or five nodes, either layout, with or without a
     /// cluster key, patient or impatient writers, joining before or after
     /// the faults start; one run in three harsh (up to 50 % loss, delays up
-    /// to 250 ms: longer than a leader timeout).
+    /// to 250 ms: longer than a leader timeout); some runs lose TCP answers
+    /// too.
     fn random(seed: u64) -> Settings {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_f00d);
         let harsh = rng.gen_bool(1.0 / 3.0);
@@ -110,7 +112,7 @@ impl Settings {
             (0.20, 0.10, 40)
         };
         let percent = |p: f64| (p * 100.0).round() / 100.0;
-        Settings {
+        let mut settings = Settings {
             seed,
             nodes: if rng.gen_bool(0.4) { 5 } else { 3 },
             layout: if rng.gen_bool(0.5) {
@@ -128,6 +130,7 @@ impl Settings {
                 } else {
                     0.0
                 },
+                lose_answers: 0.0,
             },
             faulty: Duration::from_secs(rng.gen_range(6..=15)),
             writers: rng.gen_range(2..=4),
@@ -138,7 +141,13 @@ impl Settings {
             outages: rng.gen_bool(0.5),
             one_way_outages: rng.gen_bool(0.5),
             join_under_faults: rng.gen_bool(0.3),
+        };
+        // Drawn last, so that the settings drawn before stay what they were
+        // for a seed.
+        if rng.gen_bool(0.3) {
+            settings.faults.lose_answers = percent(rng.gen_range(0.0..0.10));
         }
+        settings
     }
 }
 
@@ -927,6 +936,10 @@ fn check_relay(settings: &Settings, stats: &Stats) -> Vec<String> {
     // common on every busy link.
     let swaps = if high >= 10 { held / 10.0 } else { 0.0 };
     expect(swaps, stats.reordered, "reordered");
+    let connections = stats.tcp_connections as f64;
+    if faults.lose_answers * connections >= 40.0 && stats.answers_lost == 0 {
+        problems.push(format!("the relay lost no TCP answer: {stats}"));
+    }
     if stats.unknown_source > 0 {
         problems.push(format!("datagrams from unknown sources: {stats}"));
     }
@@ -1015,6 +1028,7 @@ fn corrupted_datagrams_are_counted_as_decode_errors_and_change_nothing() {
         corrupt: 0.25,
         delay_ms: (0, 10),
         replay: 0.0,
+        lose_answers: 0.0,
     });
     let mut acked = BTreeMap::new();
     let mut refused = Vec::new();
@@ -1161,4 +1175,61 @@ fn joiners_of_a_one_voter_cluster_are_promoted_under_a_steady_write_load() {
         joined.elapsed(),
         status.version
     );
+}
+
+/// A known issue, reproduced (run with `--ignored`; it fails today). A
+/// follower forwards a write to the leader over TCP; the leader commits it,
+/// but its answer is lost (the connection closes as the answer comes back).
+/// The follower takes that for an unreachable leader: it retries (each
+/// retry is committed again, harmlessly: writes are idempotent), and when
+/// every answer is lost until its request timeout it reports `no leader
+/// reachable`, whose documented meaning is that nothing changed, although
+/// the write committed. A write whose request went out and whose answer did
+/// not come back has an unknown outcome: it should end as a timeout. (The
+/// command line then says "no leader reachable (via ...); nothing
+/// changed".)
+#[test]
+#[ignore = "known issue: a forwarded write whose answers are lost is reported as not done"]
+fn a_forwarded_write_whose_answers_are_lost_is_not_reported_as_not_done() {
+    let lib = LibraryNodes::new(3, Layout::Shared, seed_from_env());
+    let nodes: Vec<Node> = (0..3).map(|i| lib.start(i)).collect();
+    let voters = |s: &simple_raft::Status| s.members.iter().filter(|m| m.voter).count();
+    let leader = wait_until("three voters and one leader", RECOVERY, || {
+        let statuses: Vec<_> = nodes.iter().map(Node::status).collect();
+        let leaders: Vec<usize> = (0..3)
+            .filter(|i| statuses[*i].state == State::Leader)
+            .collect();
+        let [leader] = leaders[..] else {
+            return None;
+        };
+        let addr = lib.advertised[leader];
+        statuses
+            .iter()
+            .all(|s| voters(s) == 3 && s.leader == Some(addr))
+            .then_some(leader)
+    });
+    let follower = &nodes[(leader + 1) % 3];
+    lib.relay.set_faults(Faults {
+        lose_answers: 1.0,
+        ..Faults::NONE
+    });
+    let started = Instant::now();
+    let outcome = lib.runtime.block_on(follower.set("k", "v"));
+    lib.relay.set_faults(Faults::NONE);
+    let committed = lib
+        .runtime
+        .block_on(nodes[leader].get("k"))
+        .expect("a local read");
+    eprintln!(
+        "after {:?}: {outcome:?}; the leader has k={committed:?}; relay: {}",
+        started.elapsed(),
+        lib.relay.stats()
+    );
+    match outcome {
+        Ok(_) | Err(Error::Timeout) => {}
+        Err(error) => assert_eq!(
+            committed, None,
+            "the write failed with `{error}`, which says nothing changed, yet it committed"
+        ),
+    }
 }

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::runtime::Runtime;
 
@@ -53,6 +54,10 @@ pub struct Faults {
     /// of the last [`HISTORY`] datagrams of the same sender to the same
     /// receiver, delivered again (a duplicate delayed for long).
     pub replay: f64,
+    /// Probability that a TCP connection (accepted from now on) carries
+    /// what the client sends but loses the answer: it is closed when the
+    /// first byte of an answer comes back, after the server did the work.
+    pub lose_answers: f64,
 }
 
 /// Datagrams remembered per link for [`Faults::replay`].
@@ -66,6 +71,7 @@ impl Faults {
         corrupt: 0.0,
         delay_ms: (0, 0),
         replay: 0.0,
+        lose_answers: 0.0,
     };
 
     fn check(&self) {
@@ -74,6 +80,7 @@ impl Faults {
             ("duplicate", self.duplicate),
             ("corrupt", self.corrupt),
             ("replay", self.replay),
+            ("lose_answers", self.lose_answers),
         ] {
             assert!((0.0..=1.0).contains(&p), "{name} probability {p}");
         }
@@ -94,6 +101,9 @@ impl fmt::Display for Faults {
         )?;
         if self.replay > 0.0 {
             write!(f, ", replay {:.1} %", self.replay * 100.0)?;
+        }
+        if self.lose_answers > 0.0 {
+            write!(f, ", TCP answers lost {:.0} %", self.lose_answers * 100.0)?;
         }
         Ok(())
     }
@@ -147,6 +157,8 @@ pub struct Stats {
     pub send_errors: u64,
     /// TCP connections relayed.
     pub tcp_connections: u64,
+    /// Of those, closed when the answer came back.
+    pub answers_lost: u64,
 }
 
 impl fmt::Display for Stats {
@@ -155,7 +167,7 @@ impl fmt::Display for Stats {
             f,
             "received {}, dropped {}, cut {}, duplicated {}, corrupted {}, delayed {}, \
              reordered {}, replayed {}, delivered {}, unknown source {}, send errors {}, \
-             tcp connections {}",
+             tcp connections {}, answers lost {}",
             self.received,
             self.dropped,
             self.cut,
@@ -167,7 +179,8 @@ impl fmt::Display for Stats {
             self.delivered,
             self.unknown_source,
             self.send_errors,
-            self.tcp_connections
+            self.tcp_connections,
+            self.answers_lost
         )
     }
 }
@@ -186,6 +199,7 @@ struct Counters {
     unknown_source: AtomicU64,
     send_errors: AtomicU64,
     tcp_connections: AtomicU64,
+    answers_lost: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -506,14 +520,37 @@ async fn serve_tcp(shared: Arc<Shared>, listener: TcpListener, owner: SocketAddr
             continue;
         };
         bump(&shared.counters.tcp_connections);
+        let lose_answer = {
+            let p = shared.faults.lock().expect("faults lock").lose_answers;
+            p > 0.0 && shared.rng.lock().expect("rng lock").gen_bool(p)
+        };
+        let shared = shared.clone();
         tokio::spawn(async move {
             let Ok(mut outbound) = TcpStream::connect(owner).await else {
                 return;
             };
             let _ = inbound.set_nodelay(true);
             let _ = outbound.set_nodelay(true);
-            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            if lose_answer {
+                if lose_the_answer(inbound, outbound).await {
+                    bump(&shared.counters.answers_lost);
+                }
+            } else {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
         });
+    }
+}
+
+/// Carries what the client sends, and closes both connections when the
+/// first byte of an answer comes back; says whether an answer came.
+async fn lose_the_answer(inbound: TcpStream, outbound: TcpStream) -> bool {
+    let (mut client_reads, _client_writes) = inbound.into_split();
+    let (mut server_reads, mut server_writes) = outbound.into_split();
+    let mut byte = [0u8; 1];
+    tokio::select! {
+        _ = tokio::io::copy(&mut client_reads, &mut server_writes) => false,
+        read = server_reads.read(&mut byte) => matches!(read, Ok(n) if n > 0),
     }
 }
 
@@ -576,6 +613,7 @@ impl Relay {
             unknown_source: get(&c.unknown_source),
             send_errors: get(&c.send_errors),
             tcp_connections: get(&c.tcp_connections),
+            answers_lost: get(&c.answers_lost),
         }
     }
 
