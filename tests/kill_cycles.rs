@@ -18,6 +18,7 @@
 //! same interleaving. Every child process is killed when its guard drops;
 //! every wait is a bounded poll on a condition; nothing asserts a timing.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -40,8 +41,8 @@ use process::{addr, cli, run_node, wait_until, Proc};
 /// Kill cycles in the default run.
 const CYCLES_DEFAULT: u64 = 20;
 /// How long a cluster may take to be whole again after a restart. Longer
-/// than [`SETTLE`]: a member that is replaced late is removed as silent
-/// only after 30 s (the default `member_silence_ms`).
+/// than the other process tests allow: a member that is replaced late is
+/// removed as silent only after 30 s (the default `member_silence_ms`).
 const RECOVERY: Duration = Duration::from_secs(45);
 /// How long the load waits for one write. Longer than two of the node's
 /// request timeouts (5 s each: the node written to, and the leader it
@@ -146,6 +147,10 @@ struct Cluster {
     /// Restarts after a node could not bind its port.
     rebinds: u32,
     durable: bool,
+    /// The most members any node reported while the test waited: a dead
+    /// incarnation stays a member until it is replaced or removed as
+    /// silent, so the list may grow past three for a while.
+    members_seen_max: Cell<usize>,
 }
 
 /// A cluster that is whole: one leader all agree on, the three current
@@ -170,6 +175,7 @@ impl Cluster {
             starts: [0; 3],
             rebinds: 0,
             durable,
+            members_seen_max: Cell::new(0),
         };
         cluster.spawn(0, &[]);
         cluster.spawn(1, &[ports[0]]);
@@ -279,6 +285,12 @@ impl Cluster {
             .iter()
             .map(|p| status(*p))
             .collect::<Option<_>>()?;
+        for status in &statuses {
+            if let Some(members) = status["member_details"].as_array() {
+                let most = self.members_seen_max.get().max(members.len());
+                self.members_seen_max.set(most);
+            }
+        }
         let leaders: Vec<usize> = (0..3)
             .filter(|i| statuses[*i]["state"] == "leader")
             .collect();
@@ -846,11 +858,12 @@ fn acknowledged_writes_survive_repeated_kill_and_restart_of_single_nodes() {
         let summary = check_history(&map, &attempts);
         eprintln!(
             "seed {seed}: {} kill cycles ({} of the leader, {} missing a burst; {} snapshots \
-             installed): {summary}",
+             installed; at most {} members): {summary}",
             tally.cycles,
             tally.leaders_killed,
             tally.bursts,
-            cluster.logged("snapshot installed")
+            cluster.logged("snapshot installed"),
+            cluster.members_seen_max.get()
         );
     });
 }
@@ -930,11 +943,13 @@ fn with_data_directories_restarted_nodes_keep_their_identity_and_a_whole_cluster
         let summary = check_history(&map, &attempts);
         eprintln!(
             "seed {seed}: {} kill cycles ({} of the leader, {} missing a burst; {} snapshots \
-             installed) with data directories, then a whole-cluster crash: {summary}",
+             installed; at most {} members) with data directories, then a whole-cluster crash: \
+             {summary}",
             tally.cycles,
             tally.leaders_killed,
             tally.bursts,
-            cluster.logged("snapshot installed")
+            cluster.logged("snapshot installed"),
+            cluster.members_seen_max.get()
         );
     });
 }
