@@ -146,6 +146,8 @@ struct Cluster {
     starts: [u32; 3],
     /// Restarts after a node could not bind its port.
     rebinds: u32,
+    /// Crashes of every node at once so far.
+    crashes: u32,
     durable: bool,
     /// The most members any node reported while the test waited: a dead
     /// incarnation stays a member until it is replaced or removed as
@@ -174,6 +176,7 @@ impl Cluster {
             dead: Vec::new(),
             starts: [0; 3],
             rebinds: 0,
+            crashes: 0,
             durable,
             members_seen_max: Cell::new(0),
         };
@@ -471,6 +474,10 @@ struct Attempt {
     key: String,
     value: String,
     acked: bool,
+    /// The version an acknowledged attempt returned.
+    version: Option<u64>,
+    /// When the answer (or the failure) came.
+    done: Instant,
     /// The error, for an attempt that was not acknowledged.
     error: Option<String>,
 }
@@ -590,6 +597,8 @@ fn write_load(
                 key: key.clone(),
                 value: value.clone(),
                 acked: result.is_ok(),
+                version: result.as_ref().ok().copied(),
+                done: Instant::now(),
                 error: result.as_ref().err().map(|e| format!("{} via {}", e, node)),
             });
             if let Ok(written) = result {
@@ -734,6 +743,8 @@ fn burst(ports: &[u16], tag: &str) -> Vec<Attempt> {
                                 key: key.clone(),
                                 value: value.clone(),
                                 acked: result.is_ok(),
+                                version: result.as_ref().ok().copied(),
+                                done: Instant::now(),
                                 error: result.as_ref().err().map(|e| format!("{e} via burst")),
                             });
                             if result.is_ok() {
@@ -760,12 +771,16 @@ struct Tally {
     leaders_killed: u64,
     /// Cycles in which the dead node missed a burst of writes.
     bursts: u64,
+    /// Cycles in which the restarted node was killed again at once.
+    stutters: u64,
     /// The attempts of the bursts, to be checked with the load's.
     burst_attempts: Vec<Attempt>,
 }
 
 /// `cycles` times: SIGKILL a node (the leader half the time), wait a
-/// little, restart it at its address joining through the others, wait
+/// little (every [`BURST_EVERY`] cycles: while a burst of writes goes
+/// through the survivors), restart it at its address joining through the
+/// others (sometimes killing and restarting it once more at once), wait
 /// until the cluster is whole again with the restarted node caught up, and
 /// until the load has a write acknowledged after that.
 fn kill_cycles(cluster: &mut Cluster, load: &Load, cycles: u64, rng: &mut StdRng) -> Tally {
@@ -797,6 +812,16 @@ fn kill_cycles(cluster: &mut Cluster, load: &Load, cycles: u64, rng: &mut StdRng
         // The restarted node must reach at least what the survivors had.
         let reached = cluster.version_max();
         cluster.restart(victim);
+        // Sometimes it is killed again while it starts or catches up (more
+        // often after a burst: while it installs a large snapshot).
+        let stutter = rng.gen_bool(if missed_burst { 0.5 } else { 0.2 }).then(|| {
+            let after = Duration::from_millis(rng.gen_range(0..300));
+            thread::sleep(after);
+            cluster.kill(victim);
+            thread::sleep(Duration::from_millis(rng.gen_range(0..200)));
+            cluster.restart(victim);
+            after
+        });
         let what = format!("cycle {cycle}: the cluster whole after restarting node {victim}");
         let now = cluster.wait_whole(&what, reached);
         if cluster.durable {
@@ -815,16 +840,20 @@ fn kill_cycles(cluster: &mut Cluster, load: &Load, cycles: u64, rng: &mut StdRng
             "cycle {cycle}: a write acknowledged after recovery"
         ));
         eprintln!(
-            "cycle {cycle}: killed node {victim} ({}) for {dead_for:?}{}, whole again: leader \
-             node {}, versions {:?}, {} writes acknowledged during the cycle",
+            "cycle {cycle}: killed node {victim} ({}) for {dead_for:?}{}{}, whole again: \
+             leader node {}, versions {:?}, {} writes acknowledged during the cycle",
             if kill_leader { "leader" } else { "follower" },
             if missed_burst { " and a burst" } else { "" },
+            stutter.map_or_else(String::new, |after| format!(
+                ", killed again {after:?} after the restart"
+            )),
             now.leader,
             now.versions,
             load.acked() - acked_before
         );
         tally.cycles += 1;
         tally.leaders_killed += u64::from(kill_leader);
+        tally.stutters += u64::from(stutter.is_some());
         whole = now;
     }
     tally
@@ -857,32 +886,42 @@ fn acknowledged_writes_survive_repeated_kill_and_restart_of_single_nodes() {
         let map = cluster.agreed_map();
         let summary = check_history(&map, &attempts);
         eprintln!(
-            "seed {seed}: {} kill cycles ({} of the leader, {} missing a burst; {} snapshots \
+            "seed {seed}: {} kill cycles ({} of the leader, {} missing a burst, {} killed again at once; {} snapshots \
              installed; at most {} members): {summary}",
             tally.cycles,
             tally.leaders_killed,
             tally.bursts,
+            tally.stutters,
             cluster.logged("snapshot installed"),
             cluster.members_seen_max.get()
         );
     });
 }
 
-/// Kills all three nodes at once with SIGKILL, restarts them with their
-/// data directories, and checks that they come back as the same members,
-/// at least at the version of the last acknowledged write, and take new
-/// writes. Half the time the restarted nodes are killed again, all at
-/// once, while they are still recovering (reading their data directories,
-/// electing, catching up), and restarted once more.
-fn crash_whole_cluster(cluster: &mut Cluster, load: &Load, rng: &mut StdRng) {
+/// Kills all three nodes at once with SIGKILL while a burst of concurrent
+/// writes is in flight besides the load, restarts them with their data
+/// directories, and checks that they come back as the same members, at
+/// least at the version of the last write acknowledged before the crash,
+/// and take new writes. Half the time the restarted nodes are killed
+/// again, all at once, while they are still recovering (reading their data
+/// directories, electing, catching up), and restarted once more. Returns
+/// the burst's attempts, to be checked with the load's.
+fn crash_whole_cluster(cluster: &mut Cluster, load: &Load, rng: &mut StdRng) -> Vec<Attempt> {
     let before = cluster.wait_whole("the cluster before the crash", 0);
     let acked_before = load.acked();
+    cluster.crashes += 1;
+    let burst_writes = {
+        let (ports, tag) = (cluster.ports, format!("crash{}", cluster.crashes));
+        thread::spawn(move || burst(&ports, &tag))
+    };
+    thread::sleep(Duration::from_millis(rng.gen_range(20..400)));
+    let killed_at = Instant::now();
     cluster.kill_all();
     // Long enough, most of the time, for the load to see the cluster gone.
     let dead_for = Duration::from_millis(rng.gen_range(0..1500));
     thread::sleep(dead_for);
     // Whatever the load had acknowledged, it had acknowledged by now.
-    let acked_version = load.version();
+    let load_version = load.version();
     for i in 0..3 {
         cluster.restart(i);
     }
@@ -901,6 +940,16 @@ fn crash_whole_cluster(cluster: &mut Cluster, load: &Load, rng: &mut StdRng) {
         after.member_ids, before.member_ids,
         "every node should come back as the member it was"
     );
+    let attempts = burst_writes.join().expect("the burst thread");
+    let burst_acked = attempts
+        .iter()
+        .filter(|a| a.acked && a.done < killed_at)
+        .count();
+    let acked_version = attempts
+        .iter()
+        .filter(|a| a.done < killed_at)
+        .filter_map(|a| a.version)
+        .fold(load_version, u64::max);
     wait_until(
         &format!("every node back at version {acked_version} or later"),
         RECOVERY,
@@ -915,14 +964,16 @@ fn crash_whole_cluster(cluster: &mut Cluster, load: &Load, rng: &mut StdRng) {
     );
     load.wait_for_progress("a write acknowledged after the crash of every node");
     eprintln!(
-        "whole-cluster crash after {acked_before} acknowledged writes (last at version \
-         {acked_version}), dead for {dead_for:?}{}: back with leader node {}, versions {:?}",
+        "whole-cluster crash after {acked_before} acknowledged writes of the load and \
+         {burst_acked} of a burst (last at version {acked_version}), dead for {dead_for:?}{}: \
+         back with leader node {}, versions {:?}",
         crashed_again.map_or_else(String::new, |after| format!(
             ", crashed again {after:?} after the restart"
         )),
         after.leader,
         after.versions
     );
+    attempts
 }
 
 #[test]
@@ -936,18 +987,21 @@ fn with_data_directories_restarted_nodes_keep_their_identity_and_a_whole_cluster
         load.wait_for_progress("the first acknowledged write");
         let cycles = env_number("KILL_CYCLES", CYCLES_DEFAULT);
         let mut tally = kill_cycles(&mut cluster, &load, cycles, &mut rng);
-        crash_whole_cluster(&mut cluster, &load, &mut rng);
+        tally
+            .burst_attempts
+            .extend(crash_whole_cluster(&mut cluster, &load, &mut rng));
         let mut attempts = load.finish();
         attempts.append(&mut tally.burst_attempts);
         let map = cluster.agreed_map();
         let summary = check_history(&map, &attempts);
         eprintln!(
-            "seed {seed}: {} kill cycles ({} of the leader, {} missing a burst; {} snapshots \
+            "seed {seed}: {} kill cycles ({} of the leader, {} missing a burst, {} killed again at once; {} snapshots \
              installed; at most {} members) with data directories, then a whole-cluster crash: \
              {summary}",
             tally.cycles,
             tally.leaders_killed,
             tally.bursts,
+            tally.stutters,
             cluster.logged("snapshot installed"),
             cluster.members_seen_max.get()
         );
@@ -966,6 +1020,7 @@ fn a_whole_cluster_killed_at_once_comes_back_with_every_acknowledged_write() {
         let mut cluster = Cluster::start(&dir.0, true);
         let load = Load::start(cluster.ports, seed);
         let crashes = env_number("KILL_CYCLE_CRASHES", 1);
+        let mut burst_attempts = Vec::new();
         for crash in 1..=crashes {
             let target = load.acked() + WRITES_BEFORE_CRASH;
             wait_until(
@@ -974,9 +1029,10 @@ fn a_whole_cluster_killed_at_once_comes_back_with_every_acknowledged_write() {
                 || (load.acked() >= target).then_some(()),
             );
             // The load goes on: writes in flight at the crash are part of it.
-            crash_whole_cluster(&mut cluster, &load, &mut rng);
+            burst_attempts.extend(crash_whole_cluster(&mut cluster, &load, &mut rng));
         }
-        let attempts = load.finish();
+        let mut attempts = load.finish();
+        attempts.append(&mut burst_attempts);
         let map = cluster.agreed_map();
         let summary = check_history(&map, &attempts);
         eprintln!("seed {seed}: {crashes} whole-cluster crashes: {summary}");
