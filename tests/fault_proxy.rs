@@ -70,6 +70,9 @@ struct Settings {
     one_way_outages: bool,
     /// Whether the nodes but the first join once the faults are on.
     join_under_faults: bool,
+    /// Whether each node keeps a data directory (syncs before it votes,
+    /// acknowledges or answers).
+    durable: bool,
 }
 
 impl Settings {
@@ -95,6 +98,7 @@ impl Settings {
             outages: true,
             one_way_outages: false,
             join_under_faults: false,
+            durable: false,
         }
     }
 
@@ -141,12 +145,14 @@ impl Settings {
             outages: rng.gen_bool(0.5),
             one_way_outages: rng.gen_bool(0.5),
             join_under_faults: rng.gen_bool(0.3),
+            durable: false,
         };
         // Drawn last, so that the settings drawn before stay what they were
         // for a seed.
         if rng.gen_bool(0.3) {
             settings.faults.lose_answers = percent(rng.gen_range(0.0..0.10));
         }
+        settings.durable = rng.gen_bool(0.4);
         settings
     }
 }
@@ -194,7 +200,7 @@ fn run(settings: &Settings) {
     let started = Instant::now();
     eprintln!(
         "fault-proxy seed {}: {} nodes, {:?} faces, {}, faults for {:?}, {} writers waiting \
-         {:?}{}{}{}",
+         {:?}{}{}{}{}",
         settings.seed,
         settings.nodes,
         settings.layout,
@@ -210,6 +216,11 @@ fn run(settings: &Settings) {
         },
         if settings.join_under_faults {
             ", joining under faults"
+        } else {
+            ""
+        },
+        if settings.durable {
+            ", data directories"
         } else {
             ""
         }
@@ -337,6 +348,20 @@ struct Cluster {
     advertised: Vec<SocketAddr>,
     key_file: Option<PathBuf>,
     keys: Option<Keyring>,
+    /// The nodes' data directories, if durable; removed unless the test
+    /// fails.
+    data_dirs: Vec<PathBuf>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.procs.clear();
+        if !thread::panicking() {
+            for dir in &self.data_dirs {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
 }
 
 /// Who leads, in which term, as every node agrees.
@@ -380,12 +405,20 @@ impl Cluster {
             advertised,
             key_file,
             keys,
+            data_dirs: Vec::new(),
         };
         for (i, real) in reals.iter().enumerate() {
             let advertise = cluster.advertised[i].to_string();
             let mut extra = vec!["--advertise", advertise.as_str()];
             if let Some(file) = &cluster.key_file {
                 extra.extend(["--cluster-key-file", file.to_str().expect("utf-8 path")]);
+            }
+            let data_dir = dir.join(format!("seed-{}-node{i}-data", settings.seed));
+            let data_arg = data_dir.to_str().expect("utf-8 path").to_owned();
+            if settings.durable {
+                let _ = std::fs::remove_dir_all(&data_dir);
+                extra.extend(["--data-dir", data_arg.as_str()]);
+                cluster.data_dirs.push(data_dir.clone());
             }
             let join: &[u16] = if i == 0 {
                 &[]
