@@ -1,7 +1,9 @@
 //! A TCP client for one node: what the CLI uses, and what a node uses to
 //! forward a write to the leader.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -30,7 +32,46 @@ pub(crate) fn request_time_ms(request_id: u64) -> u64 {
     request_id >> REQUEST_ID_RANDOM_BITS
 }
 
-/// Sends requests to the node at one address, one connection per request.
+/// Idle connections kept per address for the next request.
+const IDLE_CONNECTIONS_MAX: usize = 8;
+
+/// Open connections between requests, by address: a request takes one (or
+/// connects) and gives it back once answered, so sequential requests share
+/// a connection and concurrent ones use one each. A node serves the
+/// requests of one connection in order.
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<TcpStream>>>,
+}
+
+impl Pool {
+    /// An idle connection to `addr` that the peer has not closed.
+    fn take(&self, addr: SocketAddr) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let streams = idle.get_mut(&addr)?;
+        while let Some(stream) = streams.pop() {
+            let mut byte = [0u8; 1];
+            // Nothing to read is what a live idle connection looks like;
+            // end of stream or a stray byte means it cannot be used.
+            if matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    fn put(&self, addr: SocketAddr, stream: TcpStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let streams = idle.entry(addr).or_default();
+        if streams.len() < IDLE_CONNECTIONS_MAX {
+            streams.push(stream);
+        }
+    }
+}
+
+/// Sends requests to the node at one address. Clones share their idle
+/// connections.
 #[derive(Debug, Clone)]
 pub struct Client {
     addr: SocketAddr,
@@ -38,6 +79,7 @@ pub struct Client {
     timeout: Duration,
     frame_bytes_max: usize,
     keys: Option<Keyring>,
+    pool: Arc<Pool>,
 }
 
 impl Client {
@@ -50,7 +92,14 @@ impl Client {
             timeout: Duration::from_secs(5),
             frame_bytes_max: STREAM_FRAME_BYTES_MAX_DEFAULT,
             keys: None,
+            pool: Arc::default(),
         }
+    }
+
+    /// Shares `pool`'s idle connections (a node forwarding to its leader).
+    pub(crate) fn with_pool(mut self, pool: Arc<Pool>) -> Client {
+        self.pool = pool;
+        self
     }
 
     /// Signs requests with the primary key of `keys` and accepts answers
@@ -85,52 +134,67 @@ impl Client {
     }
 
     /// Sends `op` and waits for the node's reply. A `Failed` reply is
-    /// returned as it is: the caller decides what it means.
+    /// returned as it is: the caller decides what it means. An idle
+    /// connection from an earlier request is used when there is one; if it
+    /// fails, the request is sent once more on a new connection (requests
+    /// are idempotent).
     pub async fn request(&self, op: ClientOp) -> Result<ClientReply, Error> {
-        let unreachable = |message: String| Error::Unreachable {
-            addr: self.addr,
-            message,
-        };
         let exchange = async {
-            let mut stream = TcpStream::connect(self.addr)
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            let _ = stream.set_nodelay(true);
-            let request_id = request_id(crate::driver::unix_ms());
-            let frame = Frame::new(
-                self.cluster_id,
-                NodeId::UNASSIGNED,
-                0,
-                Message::ClientRequest(ClientRequest { request_id, op }),
-            );
-            write_frame(
-                &mut stream,
-                &frame,
-                self.frame_bytes_max,
-                self.keys.as_ref(),
-            )
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-            let limits = DecodeLimits {
-                cluster_id: Some(self.cluster_id),
-                frame_bytes_max: self.frame_bytes_max,
-            };
-            let reply = read_frame(&mut stream, &limits, self.keys.as_ref())
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            match reply.message {
-                Message::ClientResponse(response) if response.request_id == request_id => {
-                    Ok(response.reply)
+            if let Some(stream) = self.pool.take(self.addr) {
+                if let Ok(reply) = self.exchange(stream, op.clone()).await {
+                    return Ok(reply);
                 }
-                other => Err(unreachable(format!(
-                    "unexpected {} in answer",
-                    other.kind().name()
-                ))),
             }
+            let stream = TcpStream::connect(self.addr)
+                .await
+                .map_err(|e| self.unreachable(e.to_string()))?;
+            let _ = stream.set_nodelay(true);
+            self.exchange(stream, op).await
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    fn unreachable(&self, message: String) -> Error {
+        Error::Unreachable {
+            addr: self.addr,
+            message,
+        }
+    }
+
+    /// One request and its answer on `stream`, which goes back to the pool
+    /// once answered.
+    async fn exchange(&self, mut stream: TcpStream, op: ClientOp) -> Result<ClientReply, Error> {
+        let request_id = request_id(crate::driver::unix_ms());
+        let frame = Frame::new(
+            self.cluster_id,
+            NodeId::UNASSIGNED,
+            0,
+            Message::ClientRequest(ClientRequest { request_id, op }),
+        );
+        write_frame(
+            &mut stream,
+            &frame,
+            self.frame_bytes_max,
+            self.keys.as_ref(),
+        )
+        .await
+        .map_err(|e| self.unreachable(e.to_string()))?;
+        let limits = DecodeLimits {
+            cluster_id: Some(self.cluster_id),
+            frame_bytes_max: self.frame_bytes_max,
+        };
+        let reply = read_frame(&mut stream, &limits, self.keys.as_ref())
+            .await
+            .map_err(|e| self.unreachable(e.to_string()))?;
+        match reply.message {
+            Message::ClientResponse(response) if response.request_id == request_id => {
+                self.pool.put(self.addr, stream);
+                Ok(response.reply)
+            }
+            other => Err(self.unreachable(format!("unexpected {} in answer", other.kind().name()))),
         }
     }
 

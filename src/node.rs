@@ -218,6 +218,7 @@ impl Requester {
                     let remaining = deadline.saturating_duration_since(Instant::now());
                     let keys = self.shared.keys.get().map(|keys| (*keys).clone());
                     let client = Client::new(leader, self.shared.cfg.cluster_id)
+                        .with_pool(self.shared.pool.clone())
                         .with_keys(keys)
                         .with_timeout(remaining)
                         .with_frame_bytes_max(self.shared.cfg.stream_frame_bytes_max);

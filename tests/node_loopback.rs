@@ -828,3 +828,40 @@ async fn every_node_killed_at_once_comes_back_as_the_same_members_with_every_ack
     nodes[1].set("after", "restart").await.unwrap();
     shutdown_all(nodes).await;
 }
+
+/// A client keeps its connection between requests; one the node closed
+/// while idle is noticed (or the request resent on a new one), never
+/// reported as a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reuses_its_connection_and_survives_the_node_closing_it() {
+    let mut config = config(vec![]);
+    config.tcp_idle_ms = 100;
+    let node = Node::start(config).await.unwrap();
+    node.wait_for(WAIT, |s| s.state == State::Leader)
+        .await
+        .unwrap();
+    let client = Client::new(node.addr(), 0);
+    for i in 0..20 {
+        let op = simple_raft::wire::ClientOp::Set {
+            key: format!("k{i}"),
+            value: "v".into(),
+        };
+        client.write(op).await.unwrap();
+    }
+    let idle_closed = |m: &simple_raft::Metrics| m.tcp_idle_closed;
+    let before = idle_closed(&node.metrics().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let after = idle_closed(&node.metrics().await.unwrap());
+    assert_eq!(
+        after,
+        before + 1,
+        "one connection for twenty requests, closed when idle"
+    );
+    let op = simple_raft::wire::ClientOp::Set {
+        key: "after-idle".into(),
+        value: "v".into(),
+    };
+    client.write(op).await.unwrap();
+    assert_eq!(node.get("after-idle").await.unwrap().as_deref(), Some("v"));
+    node.shutdown().await.unwrap();
+}

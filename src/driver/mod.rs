@@ -123,6 +123,8 @@ pub(crate) struct Shared {
     pub keys: Arc<Keys>,
     /// Client writes served recently, against replays.
     pub replay: Arc<Mutex<replay::ReplayGuard>>,
+    /// Connections to the leader kept open between forwarded requests.
+    pub pool: Arc<crate::client::Pool>,
 }
 
 /// Binds UDP and TCP on one port (retrying for a free one when the port is
@@ -197,6 +199,7 @@ pub(crate) async fn spawn(
         counters: counters.clone(),
         keys: Arc::new(Keys::new(cfg.cluster_keys.clone())),
         replay: Arc::new(Mutex::new(replay::ReplayGuard::default())),
+        pool: Arc::default(),
         cfg: cfg.clone(),
         addr,
     };
