@@ -361,8 +361,8 @@ struct Cluster {
     advertised: Vec<SocketAddr>,
     key_file: Option<PathBuf>,
     keys: Option<Keyring>,
-    /// The nodes' data directories, if durable; removed unless the test
-    /// fails.
+    /// The nodes' data directories, if durable; removed, with the key
+    /// file, unless the test fails.
     data_dirs: Vec<PathBuf>,
 }
 
@@ -372,6 +372,9 @@ impl Drop for Cluster {
         if !thread::panicking() {
             for dir in &self.data_dirs {
                 let _ = std::fs::remove_dir_all(dir);
+            }
+            if let Some(file) = &self.key_file {
+                let _ = std::fs::remove_file(file);
             }
         }
     }
@@ -407,6 +410,12 @@ impl Cluster {
                 .collect();
             let file = dir.join(format!("seed-{}.key", settings.seed));
             std::fs::write(&file, format!("{key}\n")).expect("write the key file");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .expect("make the key file private");
+            }
             let keys = Keyring::parse(&key).expect("a valid key");
             (Some(file), Some(keys))
         } else {
