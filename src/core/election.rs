@@ -266,6 +266,7 @@ impl Core {
             reads: Vec::new(),
             transfer: None,
             retiring: None,
+            caught_up_floor: u64::MAX,
         }));
         self.set_leader(Some((me, self.cfg.addr)));
         // A leader commits entries of earlier terms only through one of its

@@ -318,12 +318,17 @@ impl Core {
     /// a member silent for `member_silence_ms` (never below
     /// `members_min` voters). At most one change at a time.
     pub(super) fn maintain_membership(&mut self, now: Millis) {
-        let RoleState::Leader(leader) = &self.role else {
+        let commit = self.commit;
+        let RoleState::Leader(leader) = &mut self.role else {
             return;
         };
+        let floor = std::mem::replace(&mut leader.caught_up_floor, commit).min(commit);
         if leader.transfer.is_some() || leader.retiring.is_some() || self.config_change_pending() {
             return;
         }
+        let RoleState::Leader(leader) = &self.role else {
+            return;
+        };
         let recent = self.cfg.leader_timeout_ms;
         let promote = self
             .config
@@ -333,7 +338,7 @@ impl Core {
                 leader
                     .progress
                     .get(&m.id)
-                    .is_some_and(|p| p.matched >= self.commit && p.last_heard + recent >= now)
+                    .is_some_and(|p| p.matched >= floor && p.last_heard + recent >= now)
             })
             .map(|m| m.id);
         // A leader elected while a non-voter (the most up-to-date node) is

@@ -149,6 +149,11 @@ struct LeaderState {
     /// Set once this leader's own removal is committed: it stays on until
     /// the remaining members have heard of the commit, then steps down.
     retiring: Option<Retiring>,
+    /// The commit at the previous membership upkeep: a learner that holds
+    /// it is caught up. Comparing with the commit of now would never
+    /// promote under a steady write load (a lone voter commits the moment
+    /// it appends, and the learner is always a round behind).
+    caught_up_floor: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
