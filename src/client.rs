@@ -32,6 +32,13 @@ pub(crate) fn request_time_ms(request_id: u64) -> u64 {
     request_id >> REQUEST_ID_RANDOM_BITS
 }
 
+/// How one exchange failed: before the request could be served, or after
+/// (when it may have been).
+enum Failed {
+    NotSent(String),
+    Unanswered(String),
+}
+
 /// Idle connections kept per address for the next request.
 const IDLE_CONNECTIONS_MAX: usize = 8;
 
@@ -137,19 +144,40 @@ impl Client {
     /// returned as it is: the caller decides what it means. An idle
     /// connection from an earlier request is used when there is one; if it
     /// fails, the request is sent once more on a new connection (requests
-    /// are idempotent).
+    /// are idempotent). [`Error::Unreachable`] means the request never went
+    /// out; [`Error::NoAnswer`] and [`Error::Timeout`] that it may have.
     pub async fn request(&self, op: ClientOp) -> Result<ClientReply, Error> {
         let exchange = async {
+            let mut sent = None;
             if let Some(stream) = self.pool.take(self.addr) {
-                if let Ok(reply) = self.exchange(stream, op.clone()).await {
-                    return Ok(reply);
+                match self.exchange(stream, op.clone()).await {
+                    Ok(reply) => return Ok(reply),
+                    Err(Failed::Unanswered(message)) => sent = Some(message),
+                    Err(Failed::NotSent(_)) => {}
                 }
             }
-            let stream = TcpStream::connect(self.addr)
-                .await
-                .map_err(|e| self.unreachable(e.to_string()))?;
-            let _ = stream.set_nodelay(true);
-            self.exchange(stream, op).await
+            let failed = match TcpStream::connect(self.addr).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    match self.exchange(stream, op).await {
+                        Ok(reply) => return Ok(reply),
+                        Err(failed) => failed,
+                    }
+                }
+                Err(e) => Failed::NotSent(e.to_string()),
+            };
+            Err(match (failed, sent) {
+                (Failed::Unanswered(message), _) | (Failed::NotSent(_), Some(message)) => {
+                    Error::NoAnswer {
+                        addr: self.addr,
+                        message,
+                    }
+                }
+                (Failed::NotSent(message), None) => Error::Unreachable {
+                    addr: self.addr,
+                    message,
+                },
+            })
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result,
@@ -157,16 +185,9 @@ impl Client {
         }
     }
 
-    fn unreachable(&self, message: String) -> Error {
-        Error::Unreachable {
-            addr: self.addr,
-            message,
-        }
-    }
-
     /// One request and its answer on `stream`, which goes back to the pool
     /// once answered.
-    async fn exchange(&self, mut stream: TcpStream, op: ClientOp) -> Result<ClientReply, Error> {
+    async fn exchange(&self, mut stream: TcpStream, op: ClientOp) -> Result<ClientReply, Failed> {
         let request_id = request_id(crate::driver::unix_ms());
         let frame = Frame::new(
             self.cluster_id,
@@ -174,6 +195,7 @@ impl Client {
             0,
             Message::ClientRequest(ClientRequest { request_id, op }),
         );
+        // A frame that could not be written whole is never served.
         write_frame(
             &mut stream,
             &frame,
@@ -181,20 +203,23 @@ impl Client {
             self.keys.as_ref(),
         )
         .await
-        .map_err(|e| self.unreachable(e.to_string()))?;
+        .map_err(|e| Failed::NotSent(e.to_string()))?;
         let limits = DecodeLimits {
             cluster_id: Some(self.cluster_id),
             frame_bytes_max: self.frame_bytes_max,
         };
         let reply = read_frame(&mut stream, &limits, self.keys.as_ref())
             .await
-            .map_err(|e| self.unreachable(e.to_string()))?;
+            .map_err(|e| Failed::Unanswered(e.to_string()))?;
         match reply.message {
             Message::ClientResponse(response) if response.request_id == request_id => {
                 self.pool.put(self.addr, stream);
                 Ok(response.reply)
             }
-            other => Err(self.unreachable(format!("unexpected {} in answer", other.kind().name()))),
+            other => Err(Failed::Unanswered(format!(
+                "unexpected {} in answer",
+                other.kind().name()
+            ))),
         }
     }
 

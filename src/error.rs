@@ -51,6 +51,16 @@ pub enum Error {
     /// The node has stopped. Nothing changed.
     #[error("the node has stopped")]
     Stopped,
+    /// The request went out to `addr` but no answer came back (the
+    /// connection broke or closed): a write may or may not have happened
+    /// (writes are idempotent, so retrying is safe); a read changed nothing.
+    #[error("{addr}: no answer ({message})")]
+    NoAnswer {
+        /// The peer.
+        addr: SocketAddr,
+        /// What happened to the connection.
+        message: String,
+    },
     /// A peer could not be reached or answered garbage. Nothing changed.
     #[error("{addr}: {message}")]
     Unreachable {
@@ -92,7 +102,7 @@ impl Error {
     pub(crate) fn failure(&self) -> ClientFailure {
         match self {
             Error::NoLeader | Error::Unreachable { .. } => ClientFailure::NoLeader,
-            Error::Timeout => ClientFailure::Timeout,
+            Error::Timeout | Error::NoAnswer { .. } => ClientFailure::Timeout,
             Error::Busy(_) | Error::ChangeInProgress => ClientFailure::Busy,
             Error::TooLarge(_) => ClientFailure::TooLarge,
             Error::NotMember => ClientFailure::NotMember,

@@ -225,6 +225,11 @@ impl Requester {
                     match client.write(to_op(&command)).await {
                         Ok(version) => return Ok(version),
                         Err(Error::Timeout) => outcome_unknown = true,
+                        // It reached the leader, which may have committed it.
+                        Err(Error::NoAnswer { .. }) => {
+                            outcome_unknown = true;
+                            self.wait_for_change(&mut status, deadline).await;
+                        }
                         Err(
                             Error::NoLeader
                             | Error::Unreachable { .. }

@@ -86,14 +86,27 @@ fn transport_failure(node: &NodeArgs, kind: Kind, error: Error) -> Failure {
                 node.timeout_ms
             ))
         }
-        Error::Unreachable { message, .. } if message == "closed" => Failure::op(format!(
-            "{addr} closed the connection without answering (are --cluster-id {} and {} right?)",
-            node.cluster_id,
-            match &node.cluster_key_file {
-                Some(file) => format!("the keys of --cluster-key-file {}", file.display()),
-                None => "the lack of --cluster-key-file".to_string(),
-            }
-        )),
+        Error::NoAnswer { message, .. } => {
+            let outcome = match kind {
+                Kind::Read => "",
+                Kind::Write => "; the write may or may not have committed",
+            };
+            let hint = if message == "closed" {
+                format!(
+                    " (are --cluster-id {} and {} right?)",
+                    node.cluster_id,
+                    match &node.cluster_key_file {
+                        Some(file) => format!("the keys of --cluster-key-file {}", file.display()),
+                        None => "the lack of --cluster-key-file".to_string(),
+                    }
+                )
+            } else {
+                format!(": {message}")
+            };
+            Failure::op(format!(
+                "{addr} closed the connection without answering{hint}{outcome}"
+            ))
+        }
         Error::Unreachable { message, .. } => {
             Failure::op(format!("cannot reach {addr}: {message}"))
         }
