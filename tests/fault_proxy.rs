@@ -25,8 +25,9 @@
 //! and named in its output; `FAULT_PROXY_KEEP_LOGS=1` keeps those of
 //! passing runs too.
 //!
-//! Two tests marked `#[ignore]` reproduce known issues the soak found; they
-//! fail today (`cargo test --test fault_proxy -- --ignored`).
+//! Two tests keep issues the soak found fixed: learners of a one-voter
+//! cluster promoted under a steady write load, and a forwarded write whose
+//! answers are lost reported as of unknown outcome, never as not done.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -1175,19 +1176,15 @@ fn corrupted_datagrams_are_counted_as_decode_errors_and_change_nothing() {
     });
 }
 
-/// A known issue, reproduced (run with `--ignored`; it fails today). A
-/// leader promotes a joining node only at a heartbeat at which that
-/// learner has matched the leader's commit. In a cluster founded by one
-/// node, the commit is the leader's last entry as soon as it is appended,
-/// so a steady stream of writes keeps every learner a round trip behind and
-/// none is promoted while the stream lasts: the cluster keeps one voter,
-/// and while its founder is cut off no one may hold an election. Without
-/// writes both joiners vote within about 0.1 s; with three voters already,
-/// a fourth joiner is promoted under the same load as fast (there the
-/// commit waits for the followers too). The soak found it: runs that join
-/// under faults and load saw no election while the founder was cut off.
+/// Found by the soak (runs that joined under faults and load saw no
+/// election while the founder was cut off). A leader promoted a joining
+/// node only at a heartbeat at which that learner had matched the leader's
+/// commit of that moment. In a cluster founded by one node the commit is
+/// the leader's last entry as soon as it is appended, so a steady stream of
+/// writes kept every learner a round trip behind and none was promoted
+/// while the stream lasted: the cluster kept one voter. Now a learner that
+/// holds the commit of the previous heartbeat is caught up.
 #[test]
-#[ignore = "known issue: the joiners of a one-voter cluster are not promoted under a steady write load"]
 fn joiners_of_a_one_voter_cluster_are_promoted_under_a_steady_write_load() {
     let lib = LibraryNodes::new(3, Layout::Shared, seed_from_env());
     let first = std::sync::Arc::new(lib.start(0));
@@ -1232,19 +1229,15 @@ fn joiners_of_a_one_voter_cluster_are_promoted_under_a_steady_write_load() {
     );
 }
 
-/// A known issue, reproduced (run with `--ignored`; it fails today). A
-/// follower forwards a write to the leader over TCP; the leader commits it,
-/// but its answer is lost (the connection closes as the answer comes back).
-/// The follower takes that for an unreachable leader: it retries (each
-/// retry is committed again, harmlessly: writes are idempotent), and when
-/// every answer is lost until its request timeout it reports `no leader
-/// reachable`, whose documented meaning is that nothing changed, although
-/// the write committed. A write whose request went out and whose answer did
-/// not come back has an unknown outcome: it should end as a timeout. (The
-/// command line then says "no leader reachable (via ...); nothing
-/// changed".)
+/// Found by the soak. A follower forwards a write to the leader over TCP;
+/// the leader commits it, but its answer is lost (the connection closes as
+/// the answer comes back). The follower took that for an unreachable
+/// leader and, when every answer was lost until its request timeout,
+/// reported `no leader reachable`, whose documented meaning is that nothing
+/// changed, although the write committed. A request that went out and got
+/// no answer has an unknown outcome: the write must end as done or as a
+/// timeout.
 #[test]
-#[ignore = "known issue: a forwarded write whose answers are lost is reported as not done"]
 fn a_forwarded_write_whose_answers_are_lost_is_not_reported_as_not_done() {
     let lib = LibraryNodes::new(3, Layout::Shared, seed_from_env());
     let nodes: Vec<Node> = (0..3).map(|i| lib.start(i)).collect();
