@@ -196,6 +196,8 @@ struct ForwardedRead {
     request: RequestId,
     index: Option<u64>,
     deadline: Millis,
+    /// When to ask the leader again if no answer came (a datagram lost).
+    resend_at: Millis,
 }
 
 /// One node's protocol state machine. See the module docs for the order
@@ -555,6 +557,9 @@ impl Core {
         }
         for read in self.forwarded_reads.values() {
             at(read.deadline);
+            if read.index.is_none() {
+                at(read.resend_at);
+            }
         }
         if let Some((_, deadline)) = self.leave {
             at(deadline);

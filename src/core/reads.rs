@@ -35,6 +35,7 @@ impl Core {
                 request,
                 index: None,
                 deadline: now + 2 * self.cfg.election_timeout_ms,
+                resend_at: now + self.read_resend_ms(),
             },
         );
         self.send(
@@ -134,6 +135,12 @@ impl Core {
         }
     }
 
+    /// How long a follower waits for a read index before asking again: a
+    /// round trip takes far less than two heartbeats on a LAN.
+    fn read_resend_ms(&self) -> Millis {
+        2 * self.cfg.heartbeat_ms
+    }
+
     pub(super) fn on_read_index_request(
         &mut self,
         now: Millis,
@@ -188,6 +195,26 @@ impl Core {
         for id in expired {
             if let Some(read) = self.forwarded_reads.remove(&id) {
                 self.done(read.request, Err(RequestError::Timeout));
+            }
+        }
+        // A request or its answer lost on the way: ask again (any answer
+        // comes after the read began, so any is good).
+        let resend_ms = self.read_resend_ms();
+        let again: Vec<u64> = self
+            .forwarded_reads
+            .iter_mut()
+            .filter(|(_, r)| r.index.is_none() && now >= r.resend_at)
+            .map(|(id, r)| {
+                r.resend_at = now + resend_ms;
+                *id
+            })
+            .collect();
+        if let Some(leader) = self.leader().filter(|l| *l != self.cfg.addr) {
+            for request_id in again {
+                self.send(
+                    leader,
+                    Message::ReadIndexRequest(ReadIndexRequest { request_id }),
+                );
             }
         }
         if let Some((request, deadline)) = self.leave {

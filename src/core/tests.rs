@@ -248,6 +248,21 @@ fn followers_redirect_writes_and_serve_linearizable_reads() {
 }
 
 #[test]
+fn a_follower_asks_again_for_a_read_index_lost_on_the_way() {
+    let mut net = Net::three_node_cluster();
+    net.command(2, 1, Command::ReadLinearizable);
+    // The request (and anything else in flight) is lost.
+    net.queue.clear();
+    // Well before the read's deadline (two election timeouts): answered.
+    net.run(150);
+    assert!(
+        matches!(net.done.get(&1), Some(Ok(_))),
+        "read not answered: {:?}",
+        net.done
+    );
+}
+
+#[test]
 fn leader_crash_leads_to_a_new_leader_with_every_committed_write() {
     let mut net = Net::three_node_cluster();
     net.command(
