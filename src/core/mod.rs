@@ -477,12 +477,12 @@ impl Core {
         }
         if self.hard_state_dirty {
             self.hard_state_dirty = false;
-            return Some(Persist::HardState(self.hard_state()));
+            return Some(Persist::Record(Record::HardState(self.hard_state())));
         }
         let change = self.persist.pop_front()?;
         match &change {
-            Persist::Entry { version, .. } => self.handed_out_to = *version,
-            Persist::Truncate { from } => {
+            Persist::Record(Record::Entry { version, .. }) => self.handed_out_to = *version,
+            Persist::Record(Record::Truncate { from }) => {
                 let kept = from.saturating_sub(1);
                 self.handed_out_to = self.handed_out_to.min(kept);
                 self.persisted_to = self.persisted_to.min(kept);
@@ -851,9 +851,9 @@ impl Core {
     }
 
     /// Queues a change for [`Core::poll_persist`] (durable cores only).
-    fn persist(&mut self, change: Persist) {
+    fn persist(&mut self, record: Record) {
         if self.cfg.durable && !self.image_pending {
-            self.persist.push_back(change);
+            self.persist.push_back(Persist::Record(record));
         }
     }
 
@@ -861,7 +861,7 @@ impl Core {
     fn log_push(&mut self, entry: Entry) {
         if self.cfg.durable {
             let version = self.log.last().version + 1;
-            self.persist(Persist::Entry {
+            self.persist(Record::Entry {
                 version,
                 entry: entry.clone(),
             });
@@ -871,14 +871,14 @@ impl Core {
 
     /// Drops the log from `version` on, durably when the core is durable.
     fn log_truncate_from(&mut self, version: u64) {
-        self.persist(Persist::Truncate { from: version });
+        self.persist(Record::Truncate { from: version });
         self.log.truncate_from(version);
     }
 
     /// The member id changed, or this node left: a restart must know.
     fn identity_changed(&mut self) {
         let identity = self.identity();
-        self.persist(Persist::Identity(identity));
+        self.persist(Record::Identity(identity));
     }
 
     fn set_term(&mut self, term: u64) {

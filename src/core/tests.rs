@@ -544,10 +544,10 @@ fn a_durable_vote_is_handed_out_before_it_is_sent_and_binds_after_a_restart() {
     assert_eq!(core.poll_event(), None, "reported before persisted");
     assert_eq!(
         core.poll_persist(),
-        Some(Persist::HardState(HardState {
+        Some(Persist::Record(Record::HardState(HardState {
             term: 6,
             voted_for: Some(NodeId(3)),
-        }))
+        })))
     );
     assert_eq!(core.poll_persist(), None);
     assert_eq!(vote_granted(&mut core), Some(true));
@@ -571,10 +571,10 @@ fn a_durable_lone_voter_commits_and_reports_a_write_only_once_its_entry_is_on_di
     core.handle_persisted(0);
     assert!(founding
         .iter()
-        .any(|c| matches!(c, Persist::Identity(Some(_)))));
+        .any(|c| matches!(c, Persist::Record(Record::Identity(Some(_))))));
     assert!(founding
         .iter()
-        .any(|c| matches!(c, Persist::HardState(h) if h.term == 1)));
+        .any(|c| matches!(c, Persist::Record(Record::HardState(h)) if h.term == 1)));
     while core.poll_event().is_some() {}
     core.handle_command(
         1,
@@ -585,7 +585,7 @@ fn a_durable_lone_voter_commits_and_reports_a_write_only_once_its_entry_is_on_di
         },
     );
     assert_eq!(core.poll_event(), None, "done before its entry is durable");
-    let Some(Persist::Entry { version, entry }) = core.poll_persist() else {
+    let Some(Persist::Record(Record::Entry { version, entry })) = core.poll_persist() else {
         panic!("the entry is handed out first");
     };
     assert_eq!(version, core.last_log_id().version);

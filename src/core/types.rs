@@ -222,11 +222,11 @@ pub struct Identity {
     pub addr: String,
 }
 
-/// One thing a durable node must write before it sends anything that
-/// depends on it: handed out by [`crate::core::Core::poll_persist`] in the
-/// order the core made the changes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Persist {
+/// One change to what a durable node keeps, in the order the core made
+/// them: a record of the data directory's log (`docs/STORAGE.md`).
+/// Variants are only ever added at the end (postcard numbers them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
     /// Term or vote changed.
     HardState(HardState),
     /// This node became a member, or stopped being one (`None`).
@@ -244,8 +244,16 @@ pub enum Persist {
         /// The first version dropped.
         from: u64,
     },
-    /// The state was replaced by a snapshot: everything durable is replaced
-    /// by this image.
+}
+
+/// What a durable node must write before it sends anything that depends
+/// on it: handed out by [`crate::core::Core::poll_persist`] in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Persist {
+    /// Append one record to the log.
+    Record(Record),
+    /// The state was replaced by a snapshot: replace everything durable by
+    /// this image.
     Image(Box<DurableImage>),
 }
 

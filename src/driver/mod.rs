@@ -19,10 +19,9 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::Config;
-use crate::core::{Command, Core, Event, RequestError, RequestId};
+use crate::core::{Command, Core, Event, Persist, RequestError, RequestId};
 use crate::error::Error;
 use crate::node::{Metrics, Status};
-use crate::storage::format::Record;
 use crate::storage::{DataDir, StorageError};
 use crate::wire::{DecodeReason, Keyring, Snapshot};
 
@@ -466,9 +465,9 @@ impl Driver {
                 let mut wrote = false;
                 while let Some(change) = self.core.poll_persist() {
                     wrote = true;
-                    match Record::from_persist(change) {
-                        Ok(record) => dir.append(&record)?,
-                        Err(image) => dir.write_image(&image)?,
+                    match change {
+                        Persist::Record(record) => dir.append(&record)?,
+                        Persist::Image(image) => dir.write_image(&image)?,
                     }
                 }
                 if !wrote {

@@ -16,11 +16,9 @@
 //! Both headers are `magic (6) | format version (1) | 0 (1) | cluster id
 //! u32 LE | generation u64 LE | crc32 of the preceding 20 bytes u32 LE`.
 
-use serde::{Deserialize, Serialize};
-
 use super::error::FormatError;
-use crate::core::{DurableImage, HardState, Identity, Persist};
-use crate::wire::Entry;
+use crate::core::DurableImage;
+pub use crate::core::Record;
 
 /// The file of records since the last image.
 pub const LOG_FILE: &str = "log";
@@ -35,42 +33,6 @@ pub const FORMAT_VERSION: u8 = 1;
 
 const LOG_MAGIC: [u8; 6] = *b"srlog\0";
 const IMAGE_MAGIC: [u8; 6] = *b"srimg\0";
-
-/// One log record: a change to the durable state, in the order made.
-/// Variants are only ever added at the end (postcard numbers them).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Record {
-    /// Term and vote.
-    HardState(HardState),
-    /// Member id, or none after leaving or removal.
-    Identity(Option<Identity>),
-    /// An entry at `version`, replacing any held there and after.
-    Entry {
-        /// Its version.
-        version: u64,
-        /// The entry.
-        entry: Entry,
-    },
-    /// Entries at `from` and after are dropped.
-    Truncate {
-        /// First version dropped.
-        from: u64,
-    },
-}
-
-impl Record {
-    /// The record for a change the core handed out; an image is not a
-    /// record (it replaces both files) and is given back.
-    pub fn from_persist(change: Persist) -> Result<Record, Box<DurableImage>> {
-        Ok(match change {
-            Persist::HardState(hard_state) => Record::HardState(hard_state),
-            Persist::Identity(identity) => Record::Identity(identity),
-            Persist::Entry { version, entry } => Record::Entry { version, entry },
-            Persist::Truncate { from } => Record::Truncate { from },
-            Persist::Image(image) => return Err(image),
-        })
-    }
-}
 
 /// What a file header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,7 +373,8 @@ pub fn replay(image: &mut DurableImage, record: Record) -> Result<(), FormatErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{Change, LogId, NodeId, Snapshot};
+    use crate::core::{HardState, Identity};
+    use crate::wire::{Change, Entry, LogId, NodeId, Snapshot};
 
     const CLUSTER: u32 = 7;
     const MAX: usize = 1 << 20;

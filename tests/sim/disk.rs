@@ -3,7 +3,7 @@
 //! its recovery, so a crash can leave any torn state a real one could.
 
 use simple_raft::core::{DurableImage, Persist};
-use simple_raft::storage::format::{self, FileHeader, Record, Recovery};
+use simple_raft::storage::format::{self, FileHeader, Recovery};
 
 use super::rng::Rng;
 
@@ -119,13 +119,13 @@ impl Disk {
         let mut generation = self.generation;
         batch
             .into_iter()
-            .map(|change| match Record::from_persist(change) {
-                Ok(record) => {
+            .map(|change| match change {
+                Persist::Record(record) => {
                     let mut bytes = Vec::new();
                     format::encode_record(&record, &mut bytes);
                     Write::Record(bytes)
                 }
-                Err(image) => {
+                Persist::Image(image) => {
                     generation += 1;
                     Write::Image(format::encode_image(&image, header(generation)))
                 }
