@@ -123,7 +123,13 @@ impl DataDir {
         addr: &str,
         record_bytes_max: usize,
     ) -> Result<(DataDir, Opened), StorageError> {
-        std::fs::create_dir_all(path).map_err(io("create", path))?;
+        if !path.is_dir() {
+            std::fs::create_dir_all(path).map_err(io("create", path))?;
+            // The new directory's own entry must survive a crash too.
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         let lock_path = path.join(LOCK_FILE);
         let lock = OpenOptions::new()
             .create(true)
