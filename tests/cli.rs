@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 #[path = "support/process.rs"]
 mod process;
 
-use process::{addr, cli, free_port, run_node, wait_until, Proc, INVOCATION, SETTLE};
+use process::{addr, cli, free_port, run_node, status, wait_until, Proc, INVOCATION, SETTLE};
 
 fn log_path(name: &str, port: u16) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-logs");
@@ -23,18 +23,6 @@ fn log_path(name: &str, port: u16) -> PathBuf {
 /// failing test names.
 fn start_node(name: &str, port: u16, join: &[u16]) -> Proc {
     run_node(port, join, &[], log_path(name, port))
-}
-
-fn status(port: u16) -> Option<Value> {
-    cli(&[
-        "status",
-        "--node",
-        &addr(port),
-        "--json",
-        "--timeout-ms",
-        "2000",
-    ])
-    .json()
 }
 
 fn get_json(port: u16, key: Option<&str>) -> Option<Value> {

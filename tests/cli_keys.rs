@@ -18,7 +18,7 @@ use serde_json::Value;
 #[path = "support/process.rs"]
 mod process;
 
-use process::{addr, cli, free_port, run_node, wait_until, Proc, Run, SETTLE};
+use process::{addr, cli, free_port, run_node, status_with, wait_until, Proc, Run, SETTLE};
 use simple_raft::wire::{
     Append, Change, Entry, Frame, Heartbeat, Keyring, LogId, Message, NodeId, VoteRequest,
 };
@@ -51,17 +51,7 @@ fn start_node(name: &str, port: u16, join: &[u16], key_file: &Path) -> Proc {
 }
 
 fn status(port: u16, key_file: &Path) -> Option<Value> {
-    cli(&[
-        "status",
-        "--node",
-        &addr(port),
-        "--json",
-        "--timeout-ms",
-        "2000",
-        "--cluster-key-file",
-        key_file.to_str()?,
-    ])
-    .json()
+    status_with(port, &["--cluster-key-file", key_file.to_str()?])
 }
 
 fn put(port: u16, key_file: &Path, key: &str, value: &str) -> Run {

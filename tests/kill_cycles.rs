@@ -36,7 +36,7 @@ use simple_raft::Client;
 #[path = "support/process.rs"]
 mod process;
 
-use process::{addr, cli, run_node, wait_until, Proc};
+use process::{addr, cli, free_port, run_node, status, wait_until, Proc};
 
 /// Kill cycles in the default run.
 const CYCLES_DEFAULT: u64 = 20;
@@ -81,33 +81,6 @@ fn base_seed() -> u64 {
             .as_nanos() as u64
             % 1_000_000_000,
     )
-}
-
-/// A port free on 127.0.0.1 for UDP and TCP alike, below the range the
-/// kernel hands out to outgoing connections. A node keeps its port across
-/// restarts; while it is dead, a port from that range could be taken by
-/// any outgoing connection on the machine (the load, the CLI, the other
-/// nodes), and the restart would fail with "address in use".
-fn fixed_port() -> u16 {
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    let (low, high) = if ephemeral_low > 12_000 {
-        (10_000, ephemeral_low)
-    } else {
-        // An unusual range: take any port above it.
-        (ephemeral_low.max(1024), u16::MAX)
-    };
-    for _ in 0..1000 {
-        let port = rand::thread_rng().gen_range(low..high);
-        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
-        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
-        if udp.is_ok() && tcp.is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP in {low}..{high}");
 }
 
 /// A directory for one test's logs (and data directories), removed when
@@ -168,7 +141,7 @@ impl Cluster {
     /// Starts three nodes: the first founds the cluster, the others join
     /// it; waits until the cluster is whole.
     fn start(dir: &Path, durable: bool) -> Cluster {
-        let ports = [fixed_port(), fixed_port(), fixed_port()];
+        let ports = [free_port(), free_port(), free_port()];
         let mut cluster = Cluster {
             dir: dir.to_path_buf(),
             ports,
@@ -434,19 +407,6 @@ fn describe_differences(maps: &[BTreeMap<String, String>]) -> String {
         differing.len(),
         &differing[..differing.len().min(10)]
     )
-}
-
-/// `status --json` of the node on `port`, if it answers.
-fn status(port: u16) -> Option<Value> {
-    cli(&[
-        "status",
-        "--node",
-        &addr(port),
-        "--json",
-        "--timeout-ms",
-        "2000",
-    ])
-    .json()
 }
 
 /// `get --json` (the whole map, a local read) of the node on `port`.

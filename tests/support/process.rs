@@ -144,16 +144,51 @@ pub fn cli(args: &[&str]) -> Run {
     }
 }
 
-/// A port free on 127.0.0.1 for UDP and TCP alike, released for the caller.
+/// A port free on 127.0.0.1 for UDP and TCP alike, released for the
+/// caller. Drawn below the kernel's range for outgoing connections, so that
+/// a node killed and restarted at the same address does not find its port
+/// taken by some connection's local end in between.
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = udp.local_addr().expect("local addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let (low, high) = if ephemeral_low > 12_000 {
+        (10_000, ephemeral_low)
+    } else {
+        // An unusual range: take any port above it.
+        (ephemeral_low.max(1024), u16::MAX)
+    };
+    for _ in 0..1000 {
+        let port = rand::Rng::gen_range(&mut rand::thread_rng(), low..high);
+        let udp = UdpSocket::bind(("127.0.0.1", port));
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        if udp.is_ok() && tcp.is_ok() {
             return port;
         }
     }
-    panic!("no port free for both UDP and TCP");
+    panic!("no port free for both UDP and TCP in {low}..{high}");
+}
+
+/// `status --json` of the node on `port` with `extra` arguments (cluster
+/// keys), if it answers within two seconds.
+pub fn status_with(port: u16, extra: &[&str]) -> Option<Value> {
+    let node = addr(port);
+    let mut args = vec![
+        "status",
+        "--node",
+        node.as_str(),
+        "--json",
+        "--timeout-ms",
+        "2000",
+    ];
+    args.extend(extra);
+    cli(&args).json()
+}
+
+/// `status --json` of the node on `port`, if it answers.
+pub fn status(port: u16) -> Option<Value> {
+    status_with(port, &[])
 }
 
 pub fn addr(port: u16) -> String {
