@@ -109,10 +109,17 @@ pub struct Metrics {
     pub snapshots_fetched: u64,
     /// Snapshot fetches that failed.
     pub snapshot_fetch_errors: u64,
+    /// The data directory's counters (records, bytes, syncs, images, and
+    /// what recovery cut off at start), when there is one.
+    pub storage: Option<crate::storage::StorageCounters>,
 }
 
 impl Metrics {
-    pub(crate) fn from_parts(core: CoreMetrics, counters: &DriverCounters) -> Metrics {
+    pub(crate) fn from_parts(
+        core: CoreMetrics,
+        counters: &DriverCounters,
+        storage: Option<crate::storage::StorageCounters>,
+    ) -> Metrics {
         let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         Metrics {
             core,
@@ -125,6 +132,7 @@ impl Metrics {
             snapshots_served: get(&counters.snapshots_served),
             snapshots_fetched: get(&counters.snapshots_fetched),
             snapshot_fetch_errors: get(&counters.snapshot_fetch_errors),
+            storage,
         }
     }
 

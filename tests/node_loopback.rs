@@ -824,8 +824,16 @@ async fn every_node_killed_at_once_comes_back_as_the_same_members_with_every_ack
         let map = node.data().await.unwrap();
         assert_eq!(*map, acknowledged, "{} lost a write", node.addr());
     }
-    // And the cluster goes on taking writes.
-    nodes[1].set("after", "restart").await.unwrap();
+    // And the cluster goes on taking writes, each node syncing its log.
+    let version = nodes[1].set("after", "restart").await.unwrap();
+    for node in &nodes {
+        node.wait_for(WAIT, |s| s.version >= version).await.unwrap();
+        let storage = node.metrics().await.unwrap().storage;
+        assert!(
+            storage.is_some_and(|s| s.syncs > 0 && s.records_written > 0),
+            "{storage:?}"
+        );
+    }
     shutdown_all(nodes).await;
 }
 

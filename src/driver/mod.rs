@@ -417,6 +417,7 @@ impl Driver {
                 let _ = reply.send(Metrics::from_parts(
                     self.core.metrics().clone(),
                     &self.shared.counters,
+                    self.storage.as_ref().map(DataDir::counters),
                 ));
             }
             Inbound::StreamFrame { from, bytes } => {

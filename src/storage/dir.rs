@@ -43,6 +43,9 @@ pub struct StorageCounters {
     pub syncs: u64,
     /// Images written (snapshot installs and compactions).
     pub images_written: u64,
+    /// Bytes of a torn or damaged log tail cut off when the directory was
+    /// opened (0: none).
+    pub recovered_bytes_dropped: u64,
 }
 
 /// An open data directory.
@@ -205,7 +208,13 @@ impl DataDir {
             image_bytes: image_file.map_or(0, |f| f.len() as u64),
             unsynced: false,
             scratch: Vec::new(),
-            counters: StorageCounters::default(),
+            counters: StorageCounters {
+                recovered_bytes_dropped: recovery
+                    .damage
+                    .as_ref()
+                    .map_or(0, |d| d.bytes_dropped as u64),
+                ..StorageCounters::default()
+            },
             _lock: lock,
         };
         dir.seek_end()?;
