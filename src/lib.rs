@@ -36,11 +36,18 @@
 //! # }
 //! ```
 //!
+//! Without a data directory a node keeps nothing on disk: restarted, it
+//! joins again as a new member and catches up from the others. With one
+//! ([`Config::data_dir`]) it syncs its term, vote and log before it answers,
+//! and comes back as the same member with everything it acknowledged, even
+//! if every node crashed at once.
+//!
 //! The crate is layered so that dependencies point one way: [`wire`]
 //! (frames and messages, pure functions over bytes) is used by [`core`]
 //! (the Raft state machine, without I/O: time and randomness are passed
-//! in), which is driven by a tokio task per node behind the [`Node`]
-//! handle and the command line.
+//! in, and what must be durable is handed out before anything is sent),
+//! whose durable changes [`storage`] turns into files, all driven by a
+//! tokio task per node behind the [`Node`] handle and the command line.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
