@@ -5,7 +5,7 @@
 //! The core hands out each change through
 //! [`crate::core::Core::poll_persist`]; the driver appends it to the log
 //! (or replaces everything with an image) and syncs before it sends or
-//! reports anything. [`format`] holds the bytes without I/O, [`DataDir`]
+//! reports anything. [`format`](mod@format) holds the bytes without I/O, [`DataDir`]
 //! the files.
 
 mod dir;
