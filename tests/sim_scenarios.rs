@@ -428,3 +428,92 @@ fn silent_members_are_removed_but_never_below_the_minimum() {
     assert!(in_members(&sim, second));
     assert_eq!(sim.nodes[second].status, Status::Crashed);
 }
+
+/// Durable nodes on a quiet network: every slot keeps a data directory.
+fn durable(slots: usize, seed: u64) -> Sim {
+    let mut sim = quiet(slots, lan(), seed);
+    for node in &mut sim.nodes {
+        node.durable = true;
+    }
+    sim
+}
+
+/// Raft §5.1 persistence, all at once: every node crashes together and
+/// comes back from its disk as the same member, with every committed write.
+#[test]
+fn a_durable_cluster_crashed_all_at_once_comes_back_with_every_commit() {
+    let mut sim = durable(3, 21);
+    let leader = grow(&mut sim, 3);
+    let ids: Vec<_> = (0..3).map(|i| sim.core(i).id()).collect();
+    let term = sim.core(leader).term();
+    let mut writes = Vec::new();
+    for i in 0..40 {
+        writes.push(sim.command(leader, set(&format!("k{i}"), &format!("v{i}"))));
+    }
+    for id in writes.into_iter().flatten() {
+        answer(&mut sim, id, 5_000).expect("a write commits");
+    }
+    let version = sim.core(leader).commit();
+    for i in 0..3 {
+        sim.crash(i);
+    }
+    run_for(&mut sim, 500);
+    for (i, id) in ids.into_iter().enumerate() {
+        let seeds = sim.others(i);
+        sim.start(i, seeds);
+        assert_eq!(sim.core(i).id(), id, "n{i} came back as another member");
+        assert!(sim.core(i).term() >= term, "n{i} lost its term");
+    }
+    let leader = settle(&mut sim, 10_000);
+    assert!(sim.core(leader).commit() >= version);
+    for i in 0..3 {
+        for k in 0..40 {
+            assert_eq!(
+                value(&sim, i, &format!("k{k}")),
+                Some(format!("v{k}")),
+                "n{i} lost k{k}"
+            );
+        }
+    }
+}
+
+/// A crash in the middle of a write: what reached the disk of the last
+/// batch is cut back to the last whole record on restart, and since nothing
+/// of that batch was sent, nothing anyone was told is lost.
+#[test]
+fn a_write_torn_by_a_crash_is_cut_back_and_nothing_acknowledged_is_lost() {
+    let mut sim = durable(3, 22);
+    let leader = grow(&mut sim, 3);
+    let follower = others(3, &[leader])[0];
+    let mut acked = Vec::new();
+    for round in 0..20 {
+        // Every other round the follower crashes inside its next write.
+        if round % 2 == 1 {
+            sim.nodes[follower].crash_on_write = true;
+        }
+        let key = format!("k{round}");
+        if let Some(id) = sim.command(leader, set(&key, "v")) {
+            if answer(&mut sim, id, 5_000).is_ok() {
+                acked.push(key);
+            }
+        }
+        if sim.nodes[follower].status == Status::Crashed {
+            let seeds = sim.others(follower);
+            sim.start(follower, seeds);
+        }
+    }
+    // The last crash may come after the last answer.
+    run_for(&mut sim, 200);
+    sim.nodes[follower].crash_on_write = false;
+    if sim.nodes[follower].status == Status::Crashed {
+        let seeds = sim.others(follower);
+        sim.start(follower, seeds);
+    }
+    let torn = sim.nodes[follower].disk.torn_writes;
+    assert!(torn >= 3, "too few writes were torn: {torn}");
+    assert_eq!(acked.len(), 20, "the leader and the other follower commit");
+    settle(&mut sim, 10_000);
+    for key in &acked {
+        assert_eq!(value(&sim, follower, key).as_deref(), Some("v"), "{key}");
+    }
+}
