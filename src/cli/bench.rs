@@ -2,11 +2,15 @@
 //! stands: commit latency, throughput, failover, idle cost, catch-up of a
 //! new node, and clusters of many nodes. Nodes are child processes of this
 //! binary (`run`) by default, or threads of this process with
-//! `--in-process`; the scale section always runs in process.
+//! `--in-process`; the scale section always runs in process. With
+//! `--durable` every node keeps a data directory of its own, under one
+//! directory the bench creates in the system's temporary directory and
+//! removes when it ends.
 //!
 //! Every child is killed and every node thread stopped when the section
 //! that started it ends (their handles kill on drop), and on SIGINT or
-//! SIGTERM. Every wait has a deadline.
+//! SIGTERM; a node's data directory is removed once it has stopped. Every
+//! wait has a deadline.
 
 mod host;
 mod node;
@@ -14,15 +18,17 @@ mod report;
 mod sample;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
 use simple_raft::State;
 use tokio::task::JoinSet;
 
-use host::{poll, Cluster, Member, Mode, Timing, Writer};
+use host::{poll, Cluster, DataRoot, Launch, Member, Mode, Timing, Writer};
 use report::{
-    CatchUpRow, FailoverRow, Idle, IdleNode, LatencyRow, Report, ScaleRow, Section, ThroughputRow,
+    CatchUpRow, FailoverRow, Idle, IdleNode, LatencyRow, Report, ScaleRow, Section, Storage,
+    ThroughputRow,
 };
 use sample::{Latencies, Machine};
 
@@ -39,6 +45,12 @@ pub struct BenchArgs {
     /// client).
     #[arg(long)]
     in_process: bool,
+    /// Give every node a data directory of its own (every vote, ack and
+    /// reply waits for an fsync), in a directory the bench creates in the
+    /// system's temporary directory and removes at the end. A stopped
+    /// leader is then restarted in the failover section.
+    #[arg(long)]
+    durable: bool,
     /// Fewer writes, kills and nodes and shorter windows: every figure in
     /// under two minutes.
     #[arg(long)]
@@ -99,6 +111,8 @@ enum SectionName {
 #[derive(Debug, Clone)]
 struct Plan {
     mode: Mode,
+    /// Where the nodes' data directories go (`--durable`), or none.
+    data: Option<Arc<DataRoot>>,
     quick: bool,
     sections: Vec<SectionName>,
     writes: usize,
@@ -148,6 +162,7 @@ impl Plan {
             } else {
                 Mode::Run
             },
+            data: None,
             quick,
             sections,
             writes: pick(args.writes, 10_000, 1_000),
@@ -168,6 +183,14 @@ impl Plan {
     fn runs(&self, section: SectionName) -> bool {
         self.sections.contains(&section)
     }
+
+    /// How the sections start their nodes.
+    fn launch(&self) -> Launch {
+        Launch {
+            mode: self.mode,
+            data: self.data.clone(),
+        }
+    }
 }
 
 /// A value of realistic size: a hash, an address with a port.
@@ -182,6 +205,8 @@ const FAILOVER_WAIT: Duration = Duration::from_secs(20);
 const CATCH_UP_WRITES: usize = 1_000;
 /// A failing series stops after this many failed writes.
 const ERRORS_MAX: usize = 100;
+/// Appends and fdatasyncs timed in the data directories' file system.
+const FSYNC_PROBES: usize = 200;
 
 pub fn run(args: BenchArgs) -> Outcome {
     if let Some(BenchCommand::Node(node_args)) = args.command {
@@ -189,7 +214,11 @@ pub fn run(args: BenchArgs) -> Outcome {
     }
     // Library logs of in-process nodes only when RUST_LOG asks.
     init_logging(LogFormat::Text, "off");
-    let plan = Plan::new(&args);
+    let mut plan = Plan::new(&args);
+    // Removed when the plan is dropped, whatever the outcome.
+    if args.durable {
+        plan.data = Some(Arc::new(DataRoot::create().map_err(Failure::op)?));
+    }
     let command = std::iter::once("simple-raft".to_string())
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
@@ -247,12 +276,26 @@ fn progress(line: &str) {
 
 async fn bench(plan: &Plan, command: String) -> Report {
     let started = Instant::now();
+    let storage = plan.data.as_ref().map(|root| {
+        let filesystem = sample::filesystem_of(root.path());
+        progress(&format!(
+            "data directories in the system's temporary directory ({}); \
+             timing {FSYNC_PROBES} appends with an fdatasync there",
+            filesystem.as_deref().unwrap_or("unknown file system")
+        ));
+        let fsync = sample::fsync_probe(root.path(), FSYNC_PROBES).unwrap_or_else(|error| {
+            progress(&error);
+            Latencies::default()
+        });
+        Storage { filesystem, fsync }
+    });
     let mut report = Report {
         date: sample::today_utc(),
         command,
         machine: Machine::probe(),
         in_process: plan.mode == Mode::InProcess,
         quick: plan.quick,
+        storage,
         latency: None,
         throughput: None,
         failover: None,
@@ -324,7 +367,7 @@ async fn latency(plan: &Plan) -> Result<Vec<LatencyRow>, String> {
             "latency: {n} nodes, {} writes each way",
             plan.writes
         ));
-        let cluster = Cluster::form(plan.mode, n, Timing::DEFAULT, false, FORM_WAIT).await?;
+        let cluster = Cluster::form(&plan.launch(), n, Timing::DEFAULT, false, FORM_WAIT).await?;
         let agreed = cluster.agreed(FORM_WAIT).await?;
         let mut vias = vec![("leader", agreed.leader)];
         if let Some(follower) = cluster.others(agreed.leader).first() {
@@ -348,7 +391,7 @@ async fn latency(plan: &Plan) -> Result<Vec<LatencyRow>, String> {
 async fn throughput(plan: &Plan) -> Result<Vec<ThroughputRow>, String> {
     let mut rows = Vec::new();
     for &n in &plan.throughput_nodes {
-        let cluster = Cluster::form(plan.mode, n, Timing::DEFAULT, false, FORM_WAIT).await?;
+        let cluster = Cluster::form(&plan.launch(), n, Timing::DEFAULT, false, FORM_WAIT).await?;
         let agreed = cluster.agreed(FORM_WAIT).await?;
         let writer = cluster.members[agreed.leader].writer();
         for &writers in &plan.writers {
@@ -437,10 +480,14 @@ async fn failover(plan: &Plan) -> Result<Vec<FailoverRow>, String> {
             timing.label()
         ));
         let mut samples = Vec::new();
+        let mut backs = Vec::new();
         let mut failed = 0;
         for _ in 0..plan.kills {
-            match one_failover(plan.mode, timing, stop).await {
-                Ok(took) => samples.push(took),
+            match one_failover(&plan.launch(), timing, stop).await {
+                Ok((took, back)) => {
+                    samples.push(took);
+                    backs.extend(back);
+                }
                 Err(error) => {
                     failed += 1;
                     progress(&format!("a {kind} run failed: {error}"));
@@ -455,6 +502,7 @@ async fn failover(plan: &Plan) -> Result<Vec<FailoverRow>, String> {
             kind,
             samples: Latencies::new(samples),
             failed,
+            back: plan.data.is_some().then(|| Latencies::new(backs)),
         });
     }
     Ok(rows)
@@ -462,26 +510,33 @@ async fn failover(plan: &Plan) -> Result<Vec<FailoverRow>, String> {
 
 /// A fresh 3-node cluster; the leader stops; the time until a write
 /// through a survivor commits under a new leader (a write the old leader
-/// still commits before it acts on its stop does not count).
-async fn one_failover(mode: Mode, timing: Timing, stop: Stop) -> Result<Duration, String> {
-    let mut cluster = Cluster::form(mode, 3, timing, false, FORM_WAIT).await?;
+/// still commits before it acts on its stop does not count). With data
+/// directories the old leader is then restarted: the time until it is back
+/// as the same member with every committed write.
+async fn one_failover(
+    launch: &Launch,
+    timing: Timing,
+    stop: Stop,
+) -> Result<(Duration, Option<Duration>), String> {
+    let mut cluster = Cluster::form(launch, 3, timing, false, FORM_WAIT).await?;
     let agreed = cluster.agreed(FORM_WAIT).await?;
+    let leader_id = cluster.members[agreed.leader].view().await?.id;
     // Followers have heard a few heartbeats; the stop falls at a random
     // point of the heartbeat interval.
     let phase = rand::random::<u64>() % timing.heartbeat_ms.max(1);
     tokio::time::sleep(Duration::from_millis(2 * timing.heartbeat_ms + phase)).await;
     let survivor = *cluster.others(agreed.leader).first().ok_or("no survivor")?;
-    let (leader, survivor) = pair(&mut cluster.members, agreed.leader, survivor);
+    let (leader, survivor_member) = pair(&mut cluster.members, agreed.leader, survivor);
     let started = Instant::now();
     let took = match stop {
         Stop::Crash => {
             leader.crash();
-            write_in_new_term(survivor, agreed.term, started).await?
+            write_in_new_term(survivor_member, agreed.term, started).await?
         }
         Stop::Leave => {
             let (left, took) = tokio::join!(
                 tokio::time::timeout(FAILOVER_WAIT, leader.leave()),
-                write_in_new_term(survivor, agreed.term, started)
+                write_in_new_term(survivor_member, agreed.term, started)
             );
             match left {
                 Ok(Ok(())) => {}
@@ -495,7 +550,48 @@ async fn one_failover(mode: Mode, timing: Timing, stop: Stop) -> Result<Duration
             took
         }
     };
-    Ok(took)
+    if !leader.durable() {
+        return Ok((took, None));
+    }
+    let id = leader_id.ok_or("the leader had no member id")?;
+    let version = survivor_member.view().await?.version;
+    let back = back_as_same_member(&mut cluster, agreed.leader, id, version).await?;
+    Ok((took, Some(back)))
+}
+
+/// Restarts the stopped member `index` with its data directory; the time
+/// until it is a voter again under its old `id`, the cluster agrees on one
+/// leader with no member added, and it has committed `version`.
+async fn back_as_same_member(
+    cluster: &mut Cluster,
+    index: usize,
+    id: u32,
+    version: u64,
+) -> Result<Duration, String> {
+    let started = Instant::now();
+    cluster.members[index].restart().await?;
+    let cluster = &*cluster;
+    poll(
+        FAILOVER_WAIT,
+        cluster.poll_every(),
+        "the restarted node to be back as the same member",
+        async || {
+            let view = cluster.members[index].view().await?;
+            if view.id != Some(id) {
+                return Err(format!("back as member {:?}, was {id}", view.id));
+            }
+            if !view.voter || view.version < version {
+                return Err(format!(
+                    "at version {} of {version}: {view:?}",
+                    view.version
+                ));
+            }
+            // Every member a voter, no member added, one leader.
+            cluster.agreement().await.map(|_| ())
+        },
+    )
+    .await?;
+    Ok(started.elapsed())
 }
 
 /// Member `a` to change and member `b` to read, at once.
@@ -557,16 +653,17 @@ async fn read_node(member: &mut Member) -> Result<Reading, String> {
 
 async fn idle(plan: &Plan) -> Result<Idle, String> {
     let timing = Timing::DEFAULT.with_heartbeat(100);
-    let mode = match plan.mode {
+    let launch = plan.launch().as_mode(match plan.mode {
         Mode::InProcess => Mode::InProcess,
         _ => Mode::Metered,
-    };
+    });
+    let mode = launch.mode;
     progress(&format!(
         "idle: 3 nodes, {} ms heartbeat, {:.0} s window",
         timing.heartbeat_ms,
         plan.idle_window.as_secs_f64()
     ));
-    let mut cluster = Cluster::form(mode, 3, timing, false, FORM_WAIT).await?;
+    let mut cluster = Cluster::form(&launch, 3, timing, false, FORM_WAIT).await?;
     let agreed = cluster.agreed(FORM_WAIT).await?;
     // Joins, snapshots and their connections settle first.
     tokio::time::sleep(plan.idle_settle).await;
@@ -639,7 +736,8 @@ async fn catch_up(plan: &Plan) -> Result<Vec<CatchUpRow>, String> {
             "catch-up: a new node joins a cluster holding {keys} keys ({:.1} MB)",
             bytes as f64 / 1e6
         ));
-        let mut cluster = Cluster::form(plan.mode, 3, Timing::DEFAULT, false, FORM_WAIT).await?;
+        let mut cluster =
+            Cluster::form(&plan.launch(), 3, Timing::DEFAULT, false, FORM_WAIT).await?;
         let agreed = cluster.agreed(FORM_WAIT).await?;
         let started = Instant::now();
         let version = cluster.members[agreed.leader]
@@ -656,7 +754,7 @@ async fn catch_up(plan: &Plan) -> Result<Vec<CatchUpRow>, String> {
         };
 
         let started = Instant::now();
-        let joiner = Member::start(plan.mode, &[through], Timing::DEFAULT).await?;
+        let joiner = Member::start(&plan.launch(), &[through], Timing::DEFAULT).await?;
         poll(
             FORM_WAIT,
             every,
@@ -725,7 +823,7 @@ async fn scale_one(plan: &Plan, n: usize) -> Result<ScaleRow, String> {
     let rss_before = sample::status_kb(std::process::id(), "VmRSS");
     let started = Instant::now();
     let mut cluster = Cluster::form(
-        Mode::InProcess,
+        &plan.launch().as_mode(Mode::InProcess),
         n,
         Timing::DEFAULT,
         true,

@@ -3,16 +3,23 @@
 //! its CPU time can be read per thread) or as a child process of this
 //! binary (`run`, or the metered node of `bench node`). Every child is
 //! killed and every thread stopped when its handle is dropped.
+//!
+//! With a [`DataRoot`] every node keeps a data directory of its own under
+//! the bench's temporary directory: it listens on a fixed port, comes back
+//! as the same member when restarted, and its directory is removed once the
+//! node is stopped.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use simple_raft::wire::{ClientOp, ClientReply};
-use simple_raft::{Client, Config, Node, State, Status};
+use simple_raft::{Client, Config, Error, Node, State, Status};
 
 use super::sample;
 
@@ -65,8 +72,14 @@ impl Timing {
 }
 
 /// A node's settings as `run` makes them from its flags.
-pub fn node_config(listen: SocketAddr, join: Vec<SocketAddr>, timing: Timing) -> Config {
+pub fn node_config(
+    listen: SocketAddr,
+    join: Vec<SocketAddr>,
+    timing: Timing,
+    data_dir: Option<PathBuf>,
+) -> Config {
     let mut config = Config::new(listen, join);
+    config.data_dir = data_dir;
     config.heartbeat_ms = timing.heartbeat_ms;
     config.leader_timeout_ms = timing.leader_timeout_ms;
     config.election_timeout_ms = timing.election_timeout_ms;
@@ -88,9 +101,97 @@ pub enum Mode {
     Metered,
 }
 
+/// The bench's directory for the nodes' data directories: a fresh
+/// directory under the system's temporary directory, removed with
+/// everything in it when the last handle to it is dropped.
+#[derive(Debug)]
+pub struct DataRoot {
+    path: PathBuf,
+    next: AtomicUsize,
+}
+
+impl DataRoot {
+    /// Creates `simple-raft-bench-<pid>-<n>` in the temporary directory,
+    /// with the first `n` not taken.
+    pub fn create() -> Result<DataRoot, String> {
+        let base = std::env::temp_dir();
+        let pid = std::process::id();
+        for n in 0..100 {
+            let path = base.join(format!("simple-raft-bench-{pid}-{n}"));
+            match std::fs::create_dir(&path) {
+                Ok(()) => {
+                    return Ok(DataRoot {
+                        path,
+                        next: AtomicUsize::new(0),
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+            }
+        }
+        Err(format!(
+            "no free name for the bench's directory in {}",
+            base.display()
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A path for one more node's data directory (the node creates it).
+    fn node_dir(self: &Arc<DataRoot>) -> NodeDir {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        NodeDir {
+            path: self.path.join(format!("node-{n}")),
+            _root: self.clone(),
+        }
+    }
+}
+
+impl Drop for DataRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// One node's data directory, removed when dropped; it keeps the root
+/// alive until then.
+#[derive(Debug)]
+struct NodeDir {
+    path: PathBuf,
+    _root: Arc<DataRoot>,
+}
+
+impl Drop for NodeDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// How nodes are started: where they run, and whether each keeps a data
+/// directory (under `data`) or none.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub mode: Mode,
+    pub data: Option<Arc<DataRoot>>,
+}
+
+impl Launch {
+    /// The same data directories, nodes run another way.
+    pub fn as_mode(&self, mode: Mode) -> Launch {
+        Launch {
+            mode,
+            data: self.data.clone(),
+        }
+    }
+}
+
 /// What the bench needs from a node's status, read without copying it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct View {
+    /// Its member id, once joined.
+    pub id: Option<u32>,
     pub leading: bool,
     pub term: u64,
     pub leader: Option<SocketAddr>,
@@ -105,6 +206,7 @@ impl View {
     fn of_status(status: &Status) -> View {
         let own = status.addr.to_string();
         View {
+            id: status.id.map(|id| id.0),
             leading: status.state == State::Leader,
             term: status.term,
             leader: status.leader,
@@ -160,7 +262,7 @@ pub struct ThreadNode {
 }
 
 impl ThreadNode {
-    async fn start(config: Config) -> Result<ThreadNode, String> {
+    async fn start(config: Config) -> Result<ThreadNode, Attempt> {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -172,13 +274,18 @@ impl ThreadNode {
                 let runtime = match runtime {
                     Ok(runtime) => runtime,
                     Err(e) => {
-                        let _ = ready_tx.send((Err(e.to_string()), None));
+                        let _ = ready_tx.send((Err(Attempt::Failed(e.to_string())), None));
                         return;
                     }
                 };
                 let tid = sample::current_thread_id();
                 runtime.block_on(async move {
-                    let started = Node::start(config).await.map_err(|e| e.to_string());
+                    let started = Node::start(config).await.map_err(|e| match e {
+                        // A port taken since it was chosen, or the data
+                        // directory still locked by the node's previous run.
+                        Error::Bind { .. } | Error::Storage(_) => Attempt::Busy(e.to_string()),
+                        other => Attempt::Failed(other.to_string()),
+                    });
                     let _ = ready_tx.send((started, tid));
                     // Runs the node's tasks until told to stop (or the
                     // handle is gone).
@@ -187,16 +294,16 @@ impl ThreadNode {
                 // The runtime is dropped here, and with it every task of
                 // the node.
             })
-            .map_err(|e| format!("cannot start a node thread: {e}"))?;
+            .map_err(|e| Attempt::Failed(format!("cannot start a node thread: {e}")))?;
         let mut host = ThreadNode {
             node: None,
             tid: None,
             stop: Some(stop_tx),
             thread: Some(thread),
         };
-        let (started, tid) = ready_rx
-            .await
-            .map_err(|_| "the node thread ended before the node started".to_string())?;
+        let (started, tid) = ready_rx.await.map_err(|_| {
+            Attempt::Failed("the node thread ended before the node started".to_string())
+        })?;
         host.node = Some(Arc::new(started?));
         host.tid = tid;
         Ok(host)
@@ -234,6 +341,7 @@ impl ChildNode {
         addr: SocketAddr,
         join: &[SocketAddr],
         timing: Timing,
+        data_dir: Option<&Path>,
     ) -> Result<ChildNode, String> {
         let exe = std::env::current_exe()
             .map_err(|e| format!("cannot find this program to start nodes: {e}"))?;
@@ -246,6 +354,9 @@ impl ChildNode {
         if !join.is_empty() {
             let join: Vec<String> = join.iter().map(ToString::to_string).collect();
             command.arg("--join").arg(join.join(","));
+        }
+        if let Some(dir) = data_dir {
+            command.arg("--data-dir").arg(dir);
         }
         command
             .args(timing.flags())
@@ -345,53 +456,149 @@ enum Host {
     Child(ChildNode),
 }
 
+/// Why starting a node failed.
+enum Attempt {
+    /// The address or the data directory was in use: another try (on
+    /// another address, or a moment later) may work.
+    Busy(String),
+    Failed(String),
+}
+
+impl Attempt {
+    fn message(self) -> String {
+        match self {
+            Attempt::Busy(message) | Attempt::Failed(message) => message,
+        }
+    }
+}
+
+/// Starts one node at `addr` (port 0 only in process, without a data
+/// directory); the address it listens on.
+async fn start_host(
+    mode: Mode,
+    addr: SocketAddr,
+    join: &[SocketAddr],
+    timing: Timing,
+    data_dir: Option<&Path>,
+) -> Result<(Host, SocketAddr), Attempt> {
+    if mode == Mode::InProcess {
+        let config = node_config(addr, join.to_vec(), timing, data_dir.map(Path::to_owned));
+        let host = ThreadNode::start(config).await?;
+        let addr = host
+            .node
+            .as_ref()
+            .map(|n| n.addr())
+            .ok_or_else(|| Attempt::Failed("no node".into()))?;
+        return Ok((Host::Thread(host), addr));
+    }
+    let mut child =
+        ChildNode::spawn(mode, addr, join, timing, data_dir).map_err(Attempt::Failed)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = child.exited() {
+            return Err(Attempt::Busy(format!(
+                "a node process on {addr} exited at once ({status})"
+            )));
+        }
+        if status_of(addr, Duration::from_millis(200)).await.is_ok() {
+            return Ok((Host::Child(child), addr));
+        }
+        if Instant::now() >= deadline {
+            return Err(Attempt::Failed(format!(
+                "the node process on {addr} did not answer in 5 s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// One node of a cluster.
 pub struct Member {
     host: Host,
     addr: SocketAddr,
     /// Crashed or stopped: no longer counted.
     pub gone: bool,
+    mode: Mode,
+    join: Vec<SocketAddr>,
+    timing: Timing,
+    /// After `host`, so that it is removed once the node has stopped.
+    dir: Option<NodeDir>,
 }
 
 impl Member {
-    /// Starts a node that joins through `join` (none: it founds a cluster).
-    pub async fn start(mode: Mode, join: &[SocketAddr], timing: Timing) -> Result<Member, String> {
-        if mode == Mode::InProcess {
-            let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-            let host = ThreadNode::start(node_config(listen, join.to_vec(), timing)).await?;
-            let addr = host.node.as_ref().map(|n| n.addr()).ok_or("no node")?;
-            return Ok(Member {
-                host: Host::Thread(host),
-                addr,
-                gone: false,
-            });
-        }
-        // A port taken between choosing and binding makes the child exit at
-        // once: try another.
+    /// Starts a node that joins through `join` (none: it founds a cluster),
+    /// with a fresh data directory when `launch` has a root for them.
+    pub async fn start(
+        launch: &Launch,
+        join: &[SocketAddr],
+        timing: Timing,
+    ) -> Result<Member, String> {
+        let mode = launch.mode;
+        let dir = launch.data.as_ref().map(DataRoot::node_dir);
+        let path = dir.as_ref().map(|dir| dir.path.as_path());
+        // A node process, and a node with a data directory, need a fixed
+        // port; a port taken between choosing and binding: try another.
+        let fixed = mode != Mode::InProcess || path.is_some();
         let mut last_error = String::new();
         for _ in 0..4 {
-            let addr = free_addr()?;
-            let mut child = ChildNode::spawn(mode, addr, join, timing)?;
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                if let Some(status) = child.exited() {
-                    last_error = format!("a node process on {addr} exited at once ({status})");
-                    break;
-                }
-                if status_of(addr, Duration::from_millis(200)).await.is_ok() {
+            let addr = if fixed {
+                free_addr()?
+            } else {
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            };
+            match start_host(mode, addr, join, timing, path).await {
+                Ok((host, addr)) => {
                     return Ok(Member {
-                        host: Host::Child(child),
+                        host,
                         addr,
                         gone: false,
-                    });
+                        mode,
+                        join: join.to_vec(),
+                        timing,
+                        dir,
+                    })
                 }
-                if Instant::now() >= deadline {
-                    return Err(format!("the node process on {addr} did not answer in 5 s"));
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                Err(Attempt::Busy(error)) if fixed => last_error = error,
+                Err(attempt) => return Err(attempt.message()),
             }
         }
         Err(last_error)
+    }
+
+    /// Whether the node keeps a data directory.
+    pub fn durable(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// Starts a crashed or stopped node again, on its address and with its
+    /// data directory: it comes back as the same member.
+    pub async fn restart(&mut self) -> Result<(), String> {
+        if !self.gone {
+            return Err(format!("{} is still running", self.addr));
+        }
+        let path = self
+            .dir
+            .as_ref()
+            .map(|dir| dir.path.clone())
+            .ok_or("without a data directory a node comes back as a new member")?;
+        // The stopped node's sockets and lock go with its process or
+        // runtime; wait a little if they have not yet.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match start_host(self.mode, self.addr, &self.join, self.timing, Some(&path)).await {
+                Ok((host, _)) => {
+                    self.host = host;
+                    self.gone = false;
+                    return Ok(());
+                }
+                Err(Attempt::Busy(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(attempt) => {
+                    return Err(format!("restarting {}: {}", self.addr, attempt.message()))
+                }
+            }
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -491,19 +698,25 @@ impl Member {
         }
     }
 
-    /// Stops the node gracefully: it leaves, a leader handing over first.
-    /// For a process this sends SIGTERM and returns; the leave happens in
-    /// the background.
+    /// Stops the node gracefully, a leader handing over first: without a
+    /// data directory it leaves the cluster; with one it stays a member, to
+    /// come back (what `run` does on SIGTERM). For a process this sends
+    /// SIGTERM and returns; the rest happens in the background.
     pub async fn leave(&mut self) -> Result<(), String> {
         self.gone = true;
+        let durable = self.durable();
         match &mut self.host {
             Host::Thread(host) => {
                 let node = host.node.take().ok_or("the node has stopped")?;
                 let node = Arc::try_unwrap(node)
                     .map_err(|_| "the node handle is still shared by a writer".to_string())?;
-                let result = node.leave().await.map_err(|e| e.to_string());
+                let result = if durable {
+                    node.shutdown().await
+                } else {
+                    node.leave().await
+                };
                 host.crash();
-                result
+                result.map_err(|e| e.to_string())
             }
             Host::Child(child) => child.terminate(),
         }
@@ -571,6 +784,7 @@ async fn status_of(addr: SocketAddr, timeout: Duration) -> Result<View, String> 
     };
     let own = status.addr.clone();
     Ok(View {
+        id: status.id.map(|id| id.0),
         leading: status.state == "leader",
         term: status.term,
         leader: status.leader.as_deref().and_then(|a| a.parse().ok()),
@@ -650,7 +864,7 @@ impl Cluster {
     /// through it, one after the other (`together`: all at once), and waits
     /// until all are voters agreeing on one leader.
     pub async fn form(
-        mode: Mode,
+        launch: &Launch,
         n: usize,
         timing: Timing,
         together: bool,
@@ -658,14 +872,14 @@ impl Cluster {
     ) -> Result<Cluster, String> {
         let deadline = Instant::now() + within;
         let left = || deadline.saturating_duration_since(Instant::now());
-        let founder = Member::start(mode, &[], timing).await?;
+        let founder = Member::start(launch, &[], timing).await?;
         let seed = founder.addr();
         let mut cluster = Cluster {
-            mode,
+            mode: launch.mode,
             members: vec![founder],
         };
         for _ in 1..n {
-            let member = Member::start(mode, &[seed], timing).await?;
+            let member = Member::start(launch, &[seed], timing).await?;
             if !together {
                 poll(
                     left(),
@@ -711,7 +925,7 @@ impl Cluster {
         .await
     }
 
-    async fn agreement(&self) -> Result<Agreement, String> {
+    pub async fn agreement(&self) -> Result<Agreement, String> {
         let live = self.live().count();
         let mut agreed: Option<(SocketAddr, u64)> = None;
         for (_, member) in self.live() {

@@ -6,6 +6,7 @@
 
 use std::io::BufRead;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::json;
@@ -22,6 +23,9 @@ pub struct NodeArgs {
     /// Members to join through, comma-separated; none founds a new cluster.
     #[arg(long, value_name = "ADDR,ADDR...", value_delimiter = ',')]
     join: Vec<SocketAddr>,
+    /// Directory for term, vote, log and state, as for `run`.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Interval between the leader's heartbeats.
     #[arg(long, value_name = "N", default_value_t = 50)]
     heartbeat_ms: u64,
@@ -42,7 +46,7 @@ pub fn run(args: NodeArgs) -> Outcome {
         leader_timeout_ms: args.leader_timeout_ms,
         election_timeout_ms: args.election_timeout_ms,
     };
-    let config = node_config(args.listen, args.join, timing);
+    let config = node_config(args.listen, args.join, timing, args.data_dir);
     config
         .validate()
         .map_err(|e| Failure::usage(e.to_string()))?;

@@ -41,6 +41,10 @@ pub struct FailoverRow {
     pub kind: &'static str,
     pub samples: Latencies,
     pub failed: usize,
+    /// With data directories: from restarting the stopped leader until it
+    /// is back as the same member (same id, a voter, following the new
+    /// leader) with every committed write.
+    pub back: Option<Latencies>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +103,15 @@ pub struct ScaleRow {
     pub rss_per_node_kb: Option<u64>,
 }
 
+/// Where durable nodes keep their data, and what a sync costs there.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    /// The file system of the temporary directory (`ext4`, `tmpfs`, ...).
+    pub filesystem: Option<String>,
+    /// A 64-byte append and an fdatasync, repeated.
+    pub fsync: Latencies,
+}
+
 #[derive(Debug, Clone)]
 pub struct Report {
     pub date: String,
@@ -106,6 +119,8 @@ pub struct Report {
     pub machine: Machine,
     pub in_process: bool,
     pub quick: bool,
+    /// Every node kept a data directory (`Some`), or none did.
+    pub storage: Option<Storage>,
     pub latency: Section<Vec<LatencyRow>>,
     pub throughput: Section<Vec<ThroughputRow>>,
     pub failover: Section<Vec<FailoverRow>>,
@@ -141,6 +156,23 @@ impl Report {
             "Node::set in this process (each node on a thread and runtime of its own)"
         } else {
             "simple_raft::Client over TCP to `run` processes (one connection per request)"
+        }
+    }
+
+    pub fn durability(&self) -> String {
+        match &self.storage {
+            None => "none: no data directories (a restarted node is a new member)".to_string(),
+            Some(storage) => format!(
+                "a fresh data directory per node under the system's temporary directory \
+                 ({}); a 64-byte append + fdatasync there: p50 {} us, p99 {} us ({} probes)",
+                storage
+                    .filesystem
+                    .as_deref()
+                    .unwrap_or("unknown file system"),
+                fmt_us(storage.fsync.median()),
+                fmt_us(storage.fsync.percentile(99.0)),
+                storage.fsync.len()
+            ),
         }
     }
 
@@ -303,6 +335,7 @@ impl Report {
             m.cpus, m.cpu_model, m.memory_mb, m.kernel
         );
         let _ = writeln!(out, "writes: {}", self.write_path());
+        let _ = writeln!(out, "durability: {}", self.durability());
         if self.quick {
             let _ = writeln!(
                 out,
@@ -332,7 +365,12 @@ impl Report {
         }
         if let Some(failover) = &self.failover {
             section(
-                "3. failover: until a write through a survivor commits",
+                if self.storage.is_some() {
+                    "3. failover: until a write through a survivor commits; \
+                     then the old leader restarted until it is back"
+                } else {
+                    "3. failover: until a write through a survivor commits"
+                },
                 failover.as_ref().map(|rows| failover_table(rows)),
             );
         }
@@ -422,6 +460,15 @@ impl Report {
             },
             "nodes_run": if self.in_process { "in-process" } else { "processes" },
             "write_path": self.write_path(),
+            "durable": self.storage.is_some(),
+            "storage": self.storage.as_ref().map(|storage| json!({
+                "data_dirs": "one per node, under the system's temporary directory",
+                "filesystem": storage.filesystem,
+                "fsync_probes": storage.fsync.len(),
+                "fsync_p50_us": us(storage.fsync.median()),
+                "fsync_p99_us": us(storage.fsync.percentile(99.0)),
+                "fsync_max_us": us(storage.fsync.max()),
+            })),
             "quick": self.quick,
             "latency": section(&latency),
             "throughput": section(&throughput),
@@ -544,31 +591,40 @@ fn throughput_json(r: &ThroughputRow) -> Value {
 }
 
 fn failover_table(rows: &[FailoverRow]) -> String {
+    let restarts = rows.iter().any(|r| r.back.is_some());
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            let what = match r.kind {
-                "crash" => format!("kill -9 the leader, {} timing", r.timing.label()),
-                _ => format!("graceful leave of the leader, {} timing", r.timing.label()),
+            let what = match (r.kind, restarts) {
+                ("crash", _) => format!("kill -9 the leader, {} timing", r.timing.label()),
+                (_, false) => format!("graceful leave of the leader, {} timing", r.timing.label()),
+                (_, true) => format!("graceful stop of the leader, {} timing", r.timing.label()),
             };
-            vec![
+            let mut row = vec![
                 what,
                 r.samples.len().to_string(),
                 fmt_ms(r.samples.percentile(0.0)),
                 fmt_ms(r.samples.median()),
                 fmt_ms(r.samples.max()),
                 r.failed.to_string(),
-            ]
+            ];
+            if restarts {
+                let back = r.back.clone().unwrap_or_default();
+                row.push(fmt_ms(back.median()));
+                row.push(fmt_ms(back.max()));
+            }
+            row
         })
         .collect();
-    table(
-        &["", "runs", "min ms", "median ms", "max ms", "failed"],
-        &rows,
-    )
+    let mut header = vec!["", "runs", "min ms", "median ms", "max ms", "failed"];
+    if restarts {
+        header.extend(["back median ms", "back max ms"]);
+    }
+    table(&header, &rows)
 }
 
 fn failover_json(r: &FailoverRow) -> Value {
-    json!({
+    let mut value = json!({
         "kind": r.kind,
         "heartbeat_ms": r.timing.heartbeat_ms,
         "leader_timeout_ms": r.timing.leader_timeout_ms,
@@ -579,7 +635,22 @@ fn failover_json(r: &FailoverRow) -> Value {
         "median_ms": ms(r.samples.median()),
         "max_ms": ms(r.samples.max()),
         "samples_ms": r.samples.samples().iter().map(|d| ms(*d)).collect::<Vec<_>>(),
-    })
+    });
+    if let (Some(back), Value::Object(fields)) = (&r.back, &mut value) {
+        fields.insert(
+            "restart".into(),
+            json!({
+                "what": "the stopped leader restarted with its data directory, until it is \
+                         the same member again (same id, a voter, following the new leader, \
+                         every committed write)",
+                "runs": back.len(),
+                "median_ms": ms(back.median()),
+                "max_ms": ms(back.max()),
+                "samples_ms": back.samples().iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    value
 }
 
 fn idle_table(idle: &Idle) -> String {

@@ -2,7 +2,9 @@
 //! percentiles, CPU time and memory from the proc file system, and the
 //! machine's description for the report.
 
-use std::time::Duration;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Latencies of one series, sorted once.
 #[derive(Debug, Clone, Default)]
@@ -99,6 +101,52 @@ pub fn cpu_percent(ticks: u64, ticks_per_s: f64, window: Duration) -> f64 {
     ticks as f64 / ticks_per_s / secs * 100.0
 }
 
+/// The type of the file system `path` is on (`ext4`, `tmpfs`, ...), from
+/// the mount table: the mount point that is the longest prefix of it.
+pub fn filesystem_of(path: &Path) -> Option<String> {
+    let path = std::fs::canonicalize(path).ok()?;
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_source, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
+            // Spaces and the like in mount points are octal escapes.
+            let point = point.replace("\\040", " ");
+            path.starts_with(&point)
+                .then(|| (point.len(), kind.to_string()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, kind)| kind)
+}
+
+/// The cost of a durable append on the file system of `dir`: `n` times a
+/// 64-byte write at the end of a file and an fdatasync, as a node's log
+/// does for each drain with something to persist.
+pub fn fsync_probe(dir: &Path, n: usize) -> Result<Latencies, String> {
+    let path = dir.join("fsync-probe");
+    let fail = |e: std::io::Error| format!("fsync probe in {}: {e}", dir.display());
+    let mut file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(fail)?;
+    let record = [0x5a_u8; 64];
+    let mut samples = Vec::with_capacity(n);
+    let mut result = Ok(());
+    for _ in 0..n {
+        let start = Instant::now();
+        if let Err(e) = file.write_all(&record).and_then(|()| file.sync_data()) {
+            result = Err(fail(e));
+            break;
+        }
+        samples.push(start.elapsed());
+    }
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    result.map(|()| Latencies::new(samples))
+}
+
 /// The machine the figures come from.
 #[derive(Debug, Clone)]
 pub struct Machine {
@@ -178,6 +226,17 @@ mod tests {
         assert!(status_kb(std::process::id(), "VmHWM").is_some_and(|kb| kb > 0));
         let tid = current_thread_id().expect("a thread id");
         assert!(cpu_ticks(&format!("/proc/self/task/{tid}/stat")).is_some());
+    }
+
+    #[test]
+    fn the_temporary_directory_is_on_a_file_system_that_syncs() {
+        let dir = std::env::temp_dir();
+        assert!(filesystem_of(&dir).is_some_and(|kind| !kind.is_empty()));
+        let probe = std::env::temp_dir().join(format!("fsync-probe-test-{}", std::process::id()));
+        std::fs::create_dir_all(&probe).expect("a directory");
+        let synced = fsync_probe(&probe, 3);
+        let _ = std::fs::remove_dir_all(&probe);
+        assert_eq!(synced.expect("3 syncs").len(), 3);
     }
 
     #[test]
