@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 
 use host::{poll, Cluster, DataRoot, Launch, Member, Mode, Timing, Writer};
 use report::{
-    CatchUpRow, FailoverRow, Idle, IdleNode, LatencyRow, Report, ScaleRow, Section, Storage,
+    CatchUpRow, FailoverRow, Idle, IdleNode, LatencyRow, Report, ScaleRow, Section, Storage, Syncs,
     ThroughputRow,
 };
 use sample::{Latencies, Machine};
@@ -391,7 +391,8 @@ async fn latency(plan: &Plan) -> Result<Vec<LatencyRow>, String> {
 async fn throughput(plan: &Plan) -> Result<Vec<ThroughputRow>, String> {
     let mut rows = Vec::new();
     for &n in &plan.throughput_nodes {
-        let cluster = Cluster::form(&plan.launch(), n, Timing::DEFAULT, false, FORM_WAIT).await?;
+        let mut cluster =
+            Cluster::form(&plan.launch(), n, Timing::DEFAULT, false, FORM_WAIT).await?;
         let agreed = cluster.agreed(FORM_WAIT).await?;
         let writer = cluster.members[agreed.leader].writer();
         for &writers in &plan.writers {
@@ -399,10 +400,34 @@ async fn throughput(plan: &Plan) -> Result<Vec<ThroughputRow>, String> {
                 "throughput: {n} nodes, {writers} writers for {:.0} s",
                 plan.throughput_window.as_secs_f64()
             ));
-            rows.push(concurrent(&writer, n, writers, plan.throughput_window).await?);
+            let before = syncs_of(&mut cluster).await;
+            let mut row = concurrent(&writer, n, writers, plan.throughput_window).await?;
+            if let (Some(before), Some(after)) = (before, syncs_of(&mut cluster).await) {
+                let delta = |i: usize| after[i].saturating_sub(before[i]);
+                row.syncs = Some(Syncs {
+                    leader: delta(agreed.leader),
+                    followers: cluster
+                        .others(agreed.leader)
+                        .into_iter()
+                        .map(delta)
+                        .collect(),
+                });
+            }
+            rows.push(row);
         }
     }
     Ok(rows)
+}
+
+/// The fsyncs of every member's data directory so far, when every member
+/// reports them (in-process nodes with data directories do; `run`
+/// processes do not).
+async fn syncs_of(cluster: &mut Cluster) -> Option<Vec<u64>> {
+    let mut syncs = Vec::new();
+    for member in cluster.members.iter_mut() {
+        syncs.push(member.counters().await.ok()?.syncs?);
+    }
+    Some(syncs)
 }
 
 /// `writers` tasks writing through `writer` back to back for `window`.
@@ -450,6 +475,7 @@ async fn concurrent(
         window: elapsed,
         latencies: Latencies::new(latencies),
         errors,
+        syncs: None,
     })
 }
 

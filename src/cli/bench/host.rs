@@ -218,13 +218,15 @@ impl View {
     }
 }
 
-/// Datagram and byte counters of a node.
+/// Datagram and byte counters of a node, and the fsyncs of its data
+/// directory (if it has one and reports them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
     pub frames_out: u64,
     pub bytes_out: u64,
     pub frames_in: u64,
     pub bytes_in: u64,
+    pub syncs: Option<u64>,
 }
 
 /// Writes through one node: the library handle in process, a TCP client
@@ -439,6 +441,7 @@ impl ChildNode {
             bytes_out: field("bytes_out").ok_or("no bytes_out")?,
             frames_in: field("frames_in").ok_or("no frames_in")?,
             bytes_in: field("bytes_in").ok_or("no bytes_in")?,
+            syncs: field("syncs"),
         })
     }
 }
@@ -733,6 +736,7 @@ impl Member {
                     bytes_out: metrics.core.bytes_out,
                     frames_in: metrics.core.frames_in,
                     bytes_in: metrics.core.bytes_in,
+                    syncs: metrics.storage.map(|storage| storage.syncs),
                 })
             }
             Host::Child(child) => child.counters(),

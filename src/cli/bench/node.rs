@@ -82,6 +82,7 @@ pub fn run(args: NodeArgs) -> Outcome {
                 "bytes_out": metrics.core.bytes_out,
                 "frames_in": metrics.core.frames_in,
                 "bytes_in": metrics.core.bytes_in,
+                "syncs": metrics.storage.map(|storage| storage.syncs),
             });
             println(&line.to_string())?;
         }

@@ -26,11 +26,37 @@ pub struct ThroughputRow {
     pub window: Duration,
     pub latencies: Latencies,
     pub errors: usize,
+    /// fsyncs during the window, when the nodes report them.
+    pub syncs: Option<Syncs>,
+}
+
+/// fsyncs of the nodes' data directories during a throughput window.
+#[derive(Debug, Clone)]
+pub struct Syncs {
+    pub leader: u64,
+    pub followers: Vec<u64>,
+}
+
+impl Syncs {
+    /// The followers' mean.
+    pub fn follower(&self) -> f64 {
+        self.followers.iter().sum::<u64>() as f64 / self.followers.len().max(1) as f64
+    }
 }
 
 impl ThroughputRow {
     pub fn commits_per_s(&self) -> f64 {
         self.latencies.len() as f64 / self.window.as_secs_f64().max(1e-9)
+    }
+
+    /// Commits per fsync of the leader, and of a follower (their mean).
+    pub fn commits_per_sync(&self) -> Option<(f64, f64)> {
+        let syncs = self.syncs.as_ref()?;
+        let commits = self.latencies.len() as f64;
+        Some((
+            commits / (syncs.leader as f64).max(1.0),
+            commits / syncs.follower().max(1.0),
+        ))
     }
 }
 
@@ -549,10 +575,11 @@ fn latency_json(r: &LatencyRow) -> Value {
 }
 
 fn throughput_table(rows: &[ThroughputRow]) -> String {
+    let synced = rows.iter().any(|r| r.syncs.is_some());
     let rows: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            vec![
+            let mut row = vec![
                 format!("{} nodes, {} writers", r.nodes, r.writers),
                 r.latencies.len().to_string(),
                 format!("{:.1}", r.window.as_secs_f64()),
@@ -560,25 +587,35 @@ fn throughput_table(rows: &[ThroughputRow]) -> String {
                 fmt_us(r.latencies.median()),
                 fmt_us(r.latencies.percentile(99.0)),
                 r.errors.to_string(),
-            ]
+            ];
+            if synced {
+                let (leader, follower) = r
+                    .commits_per_sync()
+                    .map_or(("-".to_string(), "-".to_string()), |(leader, follower)| {
+                        (format!("{leader:.1}"), format!("{follower:.1}"))
+                    });
+                row.extend([leader, follower]);
+            }
+            row
         })
         .collect();
-    table(
-        &[
-            "",
-            "commits",
-            "s",
-            "commits/s",
-            "p50 us",
-            "p99 us",
-            "errors",
-        ],
-        &rows,
-    )
+    let mut header = vec![
+        "",
+        "commits",
+        "s",
+        "commits/s",
+        "p50 us",
+        "p99 us",
+        "errors",
+    ];
+    if synced {
+        header.extend(["commits/fsync leader", "follower"]);
+    }
+    table(&header, &rows)
 }
 
 fn throughput_json(r: &ThroughputRow) -> Value {
-    json!({
+    let mut value = json!({
         "nodes": r.nodes,
         "writers": r.writers,
         "commits": r.latencies.len(),
@@ -587,7 +624,16 @@ fn throughput_json(r: &ThroughputRow) -> Value {
         "p50_us": us(r.latencies.median()),
         "p99_us": us(r.latencies.percentile(99.0)),
         "errors": r.errors,
-    })
+    });
+    if let (Some(syncs), Value::Object(fields)) = (&r.syncs, &mut value) {
+        fields.insert("leader_fsyncs".into(), json!(syncs.leader));
+        fields.insert("follower_fsyncs".into(), json!(syncs.followers));
+        if let Some((leader, follower)) = r.commits_per_sync() {
+            fields.insert("commits_per_leader_fsync".into(), json!(leader));
+            fields.insert("commits_per_follower_fsync".into(), json!(follower));
+        }
+    }
+    value
 }
 
 fn failover_table(rows: &[FailoverRow]) -> String {
