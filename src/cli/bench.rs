@@ -441,7 +441,7 @@ async fn concurrent(
     let deadline = start + window;
     let mut tasks = JoinSet::new();
     for w in 0..writers {
-        let writer = writer.clone();
+        let writer = writer.own();
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0;

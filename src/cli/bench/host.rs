@@ -230,21 +230,32 @@ pub struct Counters {
 }
 
 /// Writes through one node: the library handle in process, a TCP client
-/// otherwise. Cheap to clone, so concurrent writers each hold one.
+/// otherwise (which keeps its connection between writes, as an embedding
+/// service's client would).
 #[derive(Clone)]
 pub enum Writer {
     Node(Arc<Node>),
-    Client(SocketAddr),
+    Client(Client),
 }
 
 impl Writer {
+    /// A writer of its own for one of several concurrent writers: the same
+    /// node handle, or a client with a connection of its own.
+    pub fn own(&self) -> Writer {
+        match self {
+            Writer::Node(node) => Writer::Node(node.clone()),
+            Writer::Client(client) => Writer::Client(Client::new(client.addr(), 0)),
+        }
+    }
+
     pub async fn set(&self, key: String, value: String, timeout: Duration) -> Result<u64, String> {
         match self {
             Writer::Node(node) => match tokio::time::timeout(timeout, node.set(key, value)).await {
                 Ok(result) => result.map_err(|e| e.to_string()),
                 Err(_) => Err("timed out".to_string()),
             },
-            Writer::Client(addr) => Client::new(*addr, 0)
+            Writer::Client(client) => client
+                .clone()
                 .with_timeout(timeout)
                 .write(ClientOp::Set { key, value })
                 .await
@@ -625,9 +636,9 @@ impl Member {
         match &self.host {
             Host::Thread(host) => match &host.node {
                 Some(node) => Writer::Node(node.clone()),
-                None => Writer::Client(self.addr),
+                None => Writer::Client(Client::new(self.addr, 0)),
             },
-            Host::Child(_) => Writer::Client(self.addr),
+            Host::Child(_) => Writer::Client(Client::new(self.addr, 0)),
         }
     }
 
