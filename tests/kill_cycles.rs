@@ -833,21 +833,38 @@ fn for_each_seed(name: &str, mut run: impl FnMut(u64)) {
 
 #[test]
 fn acknowledged_writes_survive_repeated_kill_and_restart_of_single_nodes() {
-    for_each_seed("kill cycles", |seed| {
-        let dir = TestDir::new(&format!("no-data-dir-{seed}"));
+    cycles_then_check("kill cycles", "no-data-dir", false);
+}
+
+/// One seeded run: a cluster under the load, `KILL_CYCLES` kill cycles,
+/// with data directories a whole-cluster crash after them, then every
+/// attempt checked against the map all nodes agree on.
+fn cycles_then_check(name: &str, dir_name: &str, durable: bool) {
+    for_each_seed(name, |seed| {
+        let dir = TestDir::new(&format!("{dir_name}-{seed}"));
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut cluster = Cluster::start(&dir.0, false);
+        let mut cluster = Cluster::start(&dir.0, durable);
         let load = Load::start(cluster.ports, seed);
         load.wait_for_progress("the first acknowledged write");
         let cycles = env_number("KILL_CYCLES", CYCLES_DEFAULT);
         let mut tally = kill_cycles(&mut cluster, &load, cycles, &mut rng);
+        if durable {
+            tally
+                .burst_attempts
+                .extend(crash_whole_cluster(&mut cluster, &load, &mut rng));
+        }
         let mut attempts = load.finish();
         attempts.append(&mut tally.burst_attempts);
         let map = cluster.agreed_map();
         let summary = check_history(&map, &attempts);
+        let then = if durable {
+            " with data directories, then a whole-cluster crash"
+        } else {
+            ""
+        };
         eprintln!(
             "seed {seed}: {} kill cycles ({} of the leader, {} missing a burst, {} killed again at once; {} snapshots \
-             installed; at most {} members): {summary}",
+             installed; at most {} members){then}: {summary}",
             tally.cycles,
             tally.leaders_killed,
             tally.bursts,
@@ -939,33 +956,7 @@ fn crash_whole_cluster(cluster: &mut Cluster, load: &Load, rng: &mut StdRng) -> 
 #[test]
 fn with_data_directories_restarted_nodes_keep_their_identity_and_a_whole_cluster_crash_loses_nothing(
 ) {
-    for_each_seed("kill cycles with data directories", |seed| {
-        let dir = TestDir::new(&format!("data-dir-{seed}"));
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut cluster = Cluster::start(&dir.0, true);
-        let load = Load::start(cluster.ports, seed);
-        load.wait_for_progress("the first acknowledged write");
-        let cycles = env_number("KILL_CYCLES", CYCLES_DEFAULT);
-        let mut tally = kill_cycles(&mut cluster, &load, cycles, &mut rng);
-        tally
-            .burst_attempts
-            .extend(crash_whole_cluster(&mut cluster, &load, &mut rng));
-        let mut attempts = load.finish();
-        attempts.append(&mut tally.burst_attempts);
-        let map = cluster.agreed_map();
-        let summary = check_history(&map, &attempts);
-        eprintln!(
-            "seed {seed}: {} kill cycles ({} of the leader, {} missing a burst, {} killed again at once; {} snapshots \
-             installed; at most {} members) with data directories, then a whole-cluster crash: \
-             {summary}",
-            tally.cycles,
-            tally.leaders_killed,
-            tally.bursts,
-            tally.stutters,
-            cluster.logged("snapshot installed"),
-            cluster.members_seen_max.get()
-        );
-    });
+    cycles_then_check("kill cycles with data directories", "data-dir", true);
 }
 
 /// Acknowledged writes before each crash of every node at once
