@@ -3,7 +3,6 @@
 //! drops; every wait is a bounded poll on a condition.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -233,7 +232,7 @@ fn sigterm_stops_a_node_gracefully() {
     let port = free_port();
     let mut node = start_node("sigterm", port, &[]);
     wait_until("the node to answer", SETTLE, || status(port));
-    signal(&node, "TERM");
+    node.signal("TERM");
     assert_eq!(node.wait_exit(SETTLE), Some(0));
 }
 
@@ -264,7 +263,7 @@ fn a_node_with_a_data_directory_stops_on_sigterm_and_comes_back_with_its_data() 
     assert_eq!(second.code, Some(1), "{second:?}");
     assert!(second.stderr.contains("in use"), "{second:?}");
 
-    signal(&node, "TERM");
+    node.signal("TERM");
     assert_eq!(node.wait_exit(SETTLE), Some(0));
     let _node = start("durable-again");
     let map = wait_until("the node to lead again", SETTLE, || {
@@ -274,22 +273,6 @@ fn a_node_with_a_data_directory_stops_on_sigterm_and_comes_back_with_its_data() 
     assert_eq!(map.as_object().map(|m| m.len()), Some(5), "{map}");
     assert_eq!(status(port).expect("status")["member_details"], id_before);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Sends a signal (by name) to a child process, through the shell's
-/// built-in `kill`.
-#[cfg(unix)]
-fn signal(proc: &Proc, name: &str) {
-    let sent = Command::new("sh")
-        .args([
-            "-c",
-            "kill -s \"$0\" \"$1\"",
-            name,
-            &proc.child.id().to_string(),
-        ])
-        .status()
-        .expect("run sh");
-    assert!(sent.success(), "kill -s {name} failed");
 }
 
 #[test]
@@ -362,7 +345,7 @@ fn a_three_process_cluster_survives_its_leader_and_takes_a_node_back() {
     {
         let index = ports.iter().position(|p| *p == leader).unwrap();
         let mut leaving = procs[index].take().unwrap();
-        signal(&leaving, "TERM");
+        leaving.signal("TERM");
         assert_eq!(leaving.wait_exit(SETTLE), Some(0));
         let rest: Vec<u16> = ports.iter().copied().filter(|p| *p != leader).collect();
         let new_leader = wait_for_one_leader(&rest, 2);
