@@ -84,6 +84,7 @@ fn snapshot_10k() -> Frame {
         NodeId(3),
         TERM,
         Message::Snapshot(Snapshot {
+            generation: 1,
             last: LogId {
                 term: TERM,
                 version: VERSION,

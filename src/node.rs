@@ -35,6 +35,10 @@ pub struct Status {
     pub members: Vec<Member>,
     /// The last committed version.
     pub version: u64,
+    /// The generation of the cluster it is a member of: two nodes with
+    /// different generations are in different clusters, whatever else
+    /// they share.
+    pub generation: Option<u64>,
     /// When it last heard from a leader (now, for a leader).
     pub last_heartbeat: Option<Instant>,
 }
@@ -49,6 +53,7 @@ impl Status {
             leader: core.leader(),
             members: core.members(),
             version: core.commit(),
+            generation: core.generation(),
             last_heartbeat,
         }
     }
@@ -77,6 +82,7 @@ impl Status {
             members: self.members.clone(),
             version: self.version,
             since_heartbeat_ms: self.heartbeat_age().map(|d| d.as_millis() as u64),
+            generation: self.generation,
         }
     }
 }

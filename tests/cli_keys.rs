@@ -111,10 +111,17 @@ fn wait_for_one_leader(ports: &[u16], size: usize, key_file: &Path) -> u16 {
 }
 
 /// A frame as a process with `key` (hex; `None`: no key) would send it.
-fn datagram(key: Option<&str>, sender: u32, term: u64, message: Message) -> Vec<u8> {
+fn datagram(
+    key: Option<&str>,
+    generation: u64,
+    sender: u32,
+    term: u64,
+    message: Message,
+) -> Vec<u8> {
     let keys = key.map(|k| Keyring::parse(k).expect("a key"));
     let mut out = bytes::BytesMut::new();
     Frame::new(0, NodeId(sender), term, message)
+        .with_generation(Some(generation))
         .encode_signed(&mut out, 1200, keys.as_ref())
         .expect("encodes");
     out.to_vec()
@@ -123,12 +130,19 @@ fn datagram(key: Option<&str>, sender: u32, term: u64, message: Message) -> Vec<
 /// An append at a much higher term that sets `evil`, a vote request and a
 /// heartbeat claiming leadership: what a node that wants the cluster would
 /// send.
-fn takeover(key: Option<&str>, sender: u32, term: u64, version: u64) -> Vec<Vec<u8>> {
+fn takeover(
+    key: Option<&str>,
+    generation: u64,
+    sender: u32,
+    term: u64,
+    version: u64,
+) -> Vec<Vec<u8>> {
     let last = LogId { term, version };
     let high = term + 100;
     vec![
         datagram(
             key,
+            generation,
             sender,
             high,
             Message::Append(Append {
@@ -146,6 +160,7 @@ fn takeover(key: Option<&str>, sender: u32, term: u64, version: u64) -> Vec<Vec<
         ),
         datagram(
             key,
+            generation,
             sender,
             high + 1,
             Message::VoteRequest(VoteRequest {
@@ -158,6 +173,7 @@ fn takeover(key: Option<&str>, sender: u32, term: u64, version: u64) -> Vec<Vec<
         ),
         datagram(
             key,
+            generation,
             sender,
             high + 2,
             Message::Heartbeat(Heartbeat {
@@ -332,8 +348,9 @@ fn a_node_with_the_wrong_key_cannot_join_vote_or_write() {
     let s = status(leader, &key).expect("status");
     let version = s["version"].as_u64().unwrap();
     let leader_id = s["member_id"].as_u64().unwrap() as u32;
-    let mut frames = takeover(Some(WRONG), leader_id, term, version);
-    frames.extend(takeover(None, leader_id, term, version));
+    let generation = u64::from_str_radix(s["generation"].as_str().unwrap(), 16).unwrap();
+    let mut frames = takeover(Some(WRONG), generation, leader_id, term, version);
+    frames.extend(takeover(None, generation, leader_id, term, version));
     send_datagrams(&frames, &rest);
     thread::sleep(Duration::from_millis(500));
     for port in &rest {
@@ -346,7 +363,7 @@ fn a_node_with_the_wrong_key_cannot_join_vote_or_write() {
     // frames above were not harmless by themselves.
     let follower = *rest.iter().find(|p| **p != leader).unwrap();
     send_datagrams(
-        &takeover(Some(KEY), leader_id, term, version)[..1],
+        &takeover(Some(KEY), generation, leader_id, term, version)[..1],
         &[follower],
     );
     wait_until("the keyed append to take effect", SETTLE, || {

@@ -314,8 +314,14 @@ fn replayed_frames_change_nothing() {
 }
 
 /// A frame as someone with `keys` would send it.
-fn forged(keys: Option<&Keyring>, sender: u32, term: u64, message: Message) -> Transmit {
-    let frame = Frame::new(0, NodeId(sender), term, message);
+fn forged(
+    keys: Option<&Keyring>,
+    generation: Option<u64>,
+    sender: u32,
+    term: u64,
+    message: Message,
+) -> Transmit {
+    let frame = Frame::new(0, NodeId(sender), term, message).with_generation(generation);
     let mut out = BytesMut::new();
     frame.encode_signed(&mut out, 1 << 20, keys).unwrap();
     Transmit {
@@ -327,11 +333,17 @@ fn forged(keys: Option<&Keyring>, sender: u32, term: u64, message: Message) -> T
 
 /// A leader's append at a high term that sets `evil`, a vote request at a
 /// high term, and a heartbeat claiming leadership.
-fn disruptive_frames(keys: Option<&Keyring>, sender: u32, last: LogId) -> Vec<Transmit> {
+fn disruptive_frames(
+    keys: Option<&Keyring>,
+    generation: Option<u64>,
+    sender: u32,
+    last: LogId,
+) -> Vec<Transmit> {
     let term = last.term + 100;
     vec![
         forged(
             keys,
+            generation,
             sender,
             term,
             Message::Append(Append {
@@ -349,6 +361,7 @@ fn disruptive_frames(keys: Option<&Keyring>, sender: u32, last: LogId) -> Vec<Tr
         ),
         forged(
             keys,
+            generation,
             sender,
             term + 1,
             Message::VoteRequest(VoteRequest {
@@ -361,6 +374,7 @@ fn disruptive_frames(keys: Option<&Keyring>, sender: u32, last: LogId) -> Vec<Tr
         ),
         forged(
             keys,
+            generation,
             sender,
             term + 2,
             Message::Heartbeat(Heartbeat {
@@ -411,12 +425,14 @@ fn a_core_with_the_wrong_key_or_none_cannot_join_vote_or_write() {
     // none: nothing happens.
     let last = net.nodes[0].last_log_id();
     let leader_id = net.nodes[net.leader()].id().unwrap().0;
+    // Even with the cluster's generation, as a recorded frame shows it.
+    let generation = net.nodes[net.leader()].generation();
     let before: Vec<Seen> = (0..3)
         .filter(|i| *i != outcast)
         .map(|i| net.seen(i))
         .collect();
     for keys in [Some(Keyring::new(WRONG)), None] {
-        for t in disruptive_frames(keys.as_ref(), leader_id, last) {
+        for t in disruptive_frames(keys.as_ref(), generation, leader_id, last) {
             for to in (0..3).filter(|i| *i != outcast) {
                 let t = Transmit {
                     to: addr(to),
@@ -437,7 +453,7 @@ fn a_core_with_the_wrong_key_or_none_cannot_join_vote_or_write() {
     // The same frames with the cluster's key do take it over: the test
     // above is not vacuous.
     let target = (0..3).find(|i| *i != outcast).unwrap();
-    let t = &disruptive_frames(Some(&Keyring::new(KEY)), leader_id, last)[0];
+    let t = &disruptive_frames(Some(&Keyring::new(KEY)), generation, leader_id, last)[0];
     let t = Transmit {
         to: addr(target),
         ..t.clone()

@@ -48,7 +48,17 @@ async fn cluster(n: usize) -> Vec<Node> {
 /// the rule, so this is also the quickest way in when the join interval is
 /// long (it follows the leader timeout).
 async fn cluster_one_by_one(n: usize, make: impl Fn(Vec<SocketAddr>) -> Config) -> Vec<Node> {
-    let first = Node::start(make(vec![])).await.unwrap();
+    let founder = make(vec![]);
+    // A node with no one to contact listens for a cluster before it founds.
+    let listen = Duration::from_millis(
+        founder.leader_timeout_ms * 3 / 2
+            + founder.heartbeat_ms * simple_raft::core::FOUND_LISTEN_HEARTBEATS,
+    );
+    let first = Node::start(founder).await.unwrap();
+    first
+        .wait_for(WAIT + listen, |s| s.state == State::Leader)
+        .await
+        .expect("the first node founds");
     let seed = first.addr();
     let mut nodes = vec![first];
     for i in 1..n {

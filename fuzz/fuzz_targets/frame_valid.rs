@@ -161,6 +161,7 @@ fn message(u: &mut Unstructured, kind: Kind) -> Result<Message> {
             map.sort_by(|a, b| a.0.cmp(&b.0));
             map.dedup_by(|a, b| a.0 == b.0);
             Message::Snapshot(Snapshot {
+                generation: u.arbitrary()?,
                 last: log_id(u)?,
                 members: list(u, member)?,
                 next_member_id: u.arbitrary()?,
@@ -251,6 +252,7 @@ fn frame(u: &mut Unstructured) -> Result<Frame> {
     };
     Ok(Frame {
         cluster_id: u.arbitrary()?,
+        generation: u.arbitrary()?,
         sender: NodeId(u.arbitrary()?),
         term: u.arbitrary()?,
         message: message(u, kind)?,

@@ -167,6 +167,7 @@ fn status_json(status: &NodeStatus) -> serde_json::Value {
         "member_details": details,
         "version": status.version,
         "since_heartbeat_ms": status.since_heartbeat_ms,
+        "generation": status.generation.map(|g| format!("{g:016x}")),
     })
 }
 

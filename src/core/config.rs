@@ -4,6 +4,11 @@ use std::net::SocketAddr;
 
 use crate::wire::{Keyring, DATAGRAM_BYTES_MAX_DEFAULT, STREAM_FRAME_BYTES_MAX_DEFAULT};
 
+/// Heartbeats a node with no one to contact listens for, beyond the
+/// others' leader timeout, before it founds (see
+/// [`CoreConfig::found_listen_ms`]).
+pub const FOUND_LISTEN_HEARTBEATS: u64 = 10;
+
 /// Settings of one node's protocol core. Times are milliseconds on the
 /// caller's clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +90,20 @@ impl CoreConfig {
             durable: false,
             keyring: None,
         }
+    }
+
+    /// How long a node with no one to contact listens before it founds a
+    /// cluster: long enough that the members of a cluster that still lists
+    /// this address are heard from. A live leader heartbeats every member
+    /// each `heartbeat_ms`. If this address was the leader, the others
+    /// notice within `1.5 * leader_timeout_ms` of its last heartbeat, and
+    /// from then on each of them tells every member it is there once a
+    /// heartbeat until a leader is elected (the leaderless probe): ten of
+    /// those heartbeats are ten chances per member, so that a lossy
+    /// network does not make the founder deaf.
+    pub fn found_listen_ms(&self) -> u64 {
+        let leader = self.leader_timeout_ms.saturating_mul(3) / 2;
+        leader.saturating_add(self.heartbeat_ms.saturating_mul(FOUND_LISTEN_HEARTBEATS))
     }
 
     /// Checks that the settings can work together.

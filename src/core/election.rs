@@ -106,6 +106,17 @@ impl Core {
         }
     }
 
+    /// A member that knows no leader says it is there to every member,
+    /// every heartbeat, until it hears one. A leader learns where its log
+    /// ends; above all, a member restarted without its data (the founder,
+    /// which has no one to contact) hears of its cluster within its
+    /// founding delay even while the cluster elects, instead of from one
+    /// vote request per election round that a lossy network may drop.
+    pub(super) fn leaderless_probe(&mut self, now: Millis) {
+        self.probe_at = now + self.cfg.heartbeat_ms;
+        self.probe();
+    }
+
     fn start_pre_vote(&mut self, now: Millis) {
         self.metrics.pre_votes += 1;
         self.set_leader(None);
@@ -315,9 +326,12 @@ impl Core {
     }
 
     /// A single node with no seeds starts a cluster: it is member 1, the
-    /// sole voter, and leader of term 1.
+    /// sole voter, and leader of term 1, in a new generation (a random
+    /// number that every member's frames carry from then on, so that this
+    /// history can never be taken for another's).
     pub(super) fn found(&mut self, now: Millis) {
         let me = NodeId(1);
+        self.state.generation = self.rng.next_u64().max(1);
         self.id = Some(me);
         self.identity_changed();
         self.joining = None;

@@ -25,6 +25,10 @@ impl Core {
             return;
         }
         joining.introduce_at = now + interval;
+        if !joining.rejoin && joining.found_after > now {
+            // Wake up when founding becomes possible, not an interval later.
+            joining.introduce_at = joining.introduce_at.min(joining.found_after);
+        }
         if self.try_found(now) {
             return;
         }
@@ -60,8 +64,12 @@ impl Core {
         let Some(joining) = &self.joining else {
             return false;
         };
-        if joining.rejoin {
+        if joining.rejoin || now < joining.found_after {
             return false;
+        }
+        if joining.designated {
+            self.found(now);
+            return true;
         }
         let me = self.cfg.addr;
         let lowest = joining.known.iter().next().copied() == Some(me);
@@ -77,7 +85,7 @@ impl Core {
         false
     }
 
-    fn learn_seeds(&mut self, seeds: impl IntoIterator<Item = String>) {
+    pub(super) fn learn_seeds(&mut self, seeds: impl IntoIterator<Item = String>) {
         let seeds_max = self.cfg.seeds_max;
         let Some(joining) = &mut self.joining else {
             return;
@@ -97,7 +105,11 @@ impl Core {
             self.metrics.dropped_unexpected += 1;
             return;
         };
-        if self.joining.is_some() {
+        if let Some(joining) = &self.joining {
+            // A node that will found (or knows that a cluster exists) says
+            // it belongs to one, so that the nodes started with it as their
+            // seed wait for it rather than found by the bootstrap rule.
+            let joined = joining.designated || joining.rejoin;
             self.learn_seeds(introduce.seeds.into_iter().chain([introduce.addr]));
             let seeds = self
                 .joining
@@ -109,7 +121,7 @@ impl Core {
                 0,
                 Message::Redirect(Redirect {
                     leader: None,
-                    joined: false,
+                    joined,
                     seeds,
                 }),
             );
@@ -151,8 +163,20 @@ impl Core {
             }
             Some((id, known)) if known < incarnation => {
                 // The process at this address restarted without its data:
-                // the old member is gone for good.
-                self.propose_membership(now, Change::RemoveMember(id));
+                // the old member is gone for good, and the new one takes
+                // its place in the same change, so the address is never
+                // out of the list (a restart in between would find no one
+                // sending to it).
+                if self.config.len() > MEMBERS_MAX {
+                    return;
+                }
+                let new = Member {
+                    id: NodeId(self.next_member_id()),
+                    addr: addr_text,
+                    voter: false,
+                    incarnation,
+                };
+                self.propose_membership(now, Change::ReplaceMember { old: id, new });
             }
             Some(_) => {}
             None => {
@@ -227,17 +251,54 @@ impl Core {
         }
     }
 
+    /// A node that is not a member got a frame from a member of a cluster
+    /// (it carries a generation): a cluster that sends to this address
+    /// exists, most likely one this address belonged to before a restart
+    /// without its data. Never found a second one beside it: introduce
+    /// ourselves to the sender (to its leader, through its redirect), and
+    /// to the sender at once when it is a leader sending to its members.
+    pub(super) fn heard_of_cluster(&mut self, _now: Millis, from: SocketAddr, message: &Message) {
+        let from_leader = match message {
+            Message::Heartbeat(_) | Message::Append(_) => true,
+            Message::FetchSnapshot(hint) => hint.from_leader,
+            _ => false,
+        };
+        let introduce = self.introduce_message();
+        let seeds_max = self.cfg.seeds_max;
+        let Some(joining) = &mut self.joining else {
+            return;
+        };
+        if !joining.rejoin {
+            self.metrics.founding_deferred += 1;
+        }
+        joining.rejoin = true;
+        if joining.known.len() < seeds_max {
+            joining.known.insert(from);
+        }
+        if from_leader && joining.leader_hint != Some(from) {
+            joining.leader_hint = Some(from);
+            self.send_in_term(from, 0, introduce);
+        }
+    }
+
     pub(super) fn on_welcome(
         &mut self,
         now: Millis,
         from: SocketAddr,
         sender: NodeId,
         term: u64,
+        generation: Option<u64>,
         welcome: Welcome,
     ) {
         if self.id.is_some() || self.left || welcome.incarnation != self.cfg.incarnation {
             return;
         }
+        // A welcome comes from a member, which names its cluster's history.
+        let Some(generation) = generation.filter(|g| *g != 0) else {
+            self.metrics.dropped_unexpected += 1;
+            return;
+        };
+        self.state.generation = generation;
         self.become_member(welcome.id);
         if term > self.term {
             self.set_term(term);
@@ -283,7 +344,16 @@ impl Core {
     ) {
         let leading = matches!(self.role, RoleState::Leader(_));
         match change {
-            Change::AddMember(member) => {
+            Change::ReplaceMember { old, .. } if Some(*old) == self.id => {
+                // Our own address restarted under us: this process is the
+                // old incarnation, which the cluster holds for dead.
+                if leading {
+                    self.start_retiring(now, version);
+                } else {
+                    self.removed(now, version);
+                }
+            }
+            Change::AddMember(member) | Change::ReplaceMember { new: member, .. } => {
                 self.discover_own_id(now);
                 if leading {
                     if let Ok(addr) = member.addr.parse() {

@@ -19,6 +19,12 @@ pub struct CoreMetrics {
     pub encode_errors: u64,
     /// Protocol frames dropped because this node is not a member.
     pub dropped_not_member: u64,
+    /// Frames of a member of another cluster generation (another
+    /// history), and snapshots of one, refused.
+    pub dropped_foreign_generation: u64,
+    /// Times a node that was about to found a cluster heard from a member
+    /// of one that still sends to its address, and joined it instead.
+    pub founding_deferred: u64,
     /// Frames of an older term, dropped.
     pub dropped_stale_term: u64,
     /// Frames that make no sense in this node's role or state.

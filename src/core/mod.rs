@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 
 use bytes::BytesMut;
 
-pub use config::{ConfigError, CoreConfig};
+pub use config::{ConfigError, CoreConfig, FOUND_LISTEN_HEARTBEATS};
 pub use metrics::CoreMetrics;
 pub use types::*;
 
@@ -185,8 +185,21 @@ struct Joining {
     /// A leader address learned from a redirect.
     leader_hint: Option<SocketAddr>,
     introduce_at: Millis,
-    /// Set for a node removed from a cluster: it rejoins, never founds.
+    /// Set once this node knows that a cluster it belongs to exists (it was
+    /// removed from one, its data directory remembers one, or a member of
+    /// one sent it a frame): it rejoins, never founds.
     rejoin: bool,
+    /// A node with no one to contact founds only from here on: until then
+    /// it listens for a cluster that still counts this address as a member
+    /// (the founder restarted without its data), see
+    /// [`CoreConfig::found_listen_ms`].
+    found_after: Millis,
+    /// Started with no one to contact: the founder by its command line.
+    /// It founds once it has listened (not by the bootstrap rule of nodes
+    /// started together), and tells the nodes that introduce themselves
+    /// meanwhile that it belongs to a cluster, so that they wait for it
+    /// instead of founding one of their own.
+    designated: bool,
 }
 
 /// A read forwarded to the leader, waiting for its index and then for
@@ -231,6 +244,9 @@ pub struct Core {
     leader: Option<(NodeId, SocketAddr)>,
     leader_contact: Option<Millis>,
     election_at: Millis,
+    /// When a member that knows no leader next tells every member it is
+    /// there (see [`Core::leaderless_probe`]).
+    probe_at: Millis,
     reported_role: Role,
 
     log: Log,
@@ -262,17 +278,26 @@ impl Core {
     /// A core for `config`, drawing randomness from `seed`.
     pub fn new(config: CoreConfig, seed: u64, now: Millis) -> Result<Core, ConfigError> {
         let mut core = Core::blank(config, seed, now)?;
-        if core.cfg.seeds.iter().all(|s| *s == core.cfg.addr) {
-            core.found(now);
+        let seedless = core.cfg.seeds.iter().all(|s| *s == core.cfg.addr);
+        // With no one to contact, this may be a brand-new cluster or the
+        // founder of a running one restarted without its data: the members
+        // of such a cluster still send to this address (heartbeats from
+        // their leader, votes while they elect one), so listen that long
+        // before founding (see `heard_of_cluster`).
+        let found_after = if seedless {
+            now.saturating_add(core.cfg.found_listen_ms())
         } else {
-            let mut joining = Joining {
-                introduce_at: now,
-                ..Joining::default()
-            };
-            joining.known.extend(core.cfg.seeds.iter().copied());
-            joining.known.insert(core.cfg.addr);
-            core.joining = Some(joining);
-        }
+            now
+        };
+        let mut joining = Joining {
+            introduce_at: now,
+            found_after,
+            designated: seedless,
+            ..Joining::default()
+        };
+        joining.known.extend(core.cfg.seeds.iter().copied());
+        joining.known.insert(core.cfg.addr);
+        core.joining = Some(joining);
         Ok(core)
     }
 
@@ -287,7 +312,17 @@ impl Core {
         image: DurableImage,
     ) -> Result<Core, ConfigError> {
         let Some(identity) = image.identity else {
-            return Core::new(config, seed, now);
+            // Not a member (never joined, left, or removed while away): a
+            // new member, but one that remembers the cluster it knew, so a
+            // removed founder finds it again instead of founding another.
+            let mut core = Core::new(config, seed, now)?;
+            let remembered = remembered_addrs(&image.snapshot, &image.entries);
+            let knew_cluster = !remembered.is_empty() || image.hard_state.term > 0;
+            core.learn_seeds(remembered.into_iter().map(|a| a.to_string()));
+            if let Some(joining) = &mut core.joining {
+                joining.rejoin |= knew_cluster;
+            }
+            return Ok(core);
         };
         if identity.addr != config.addr.to_string() {
             return Err(ConfigError {
@@ -301,6 +336,9 @@ impl Core {
         core.voted_for = image.hard_state.voted_for;
         let last = image.snapshot.last;
         core.state = State::from_snapshot(image.snapshot);
+        // The identity was written when the node joined; the image's
+        // snapshot only once the log was compacted.
+        core.state.generation = identity.generation;
         core.commit = last.version;
         core.log.reset(last);
         for entry in image.entries {
@@ -336,6 +374,7 @@ impl Core {
             leader: None,
             leader_contact: None,
             election_at: now,
+            probe_at: now,
             reported_role: Role::Follower,
             log: Log::default(),
             commit: 0,
@@ -419,8 +458,13 @@ impl Core {
         }
         if let RoleState::Leader(_) = self.role {
             self.leader_tick(now);
-        } else if self.id.is_some() && !self.left && now >= self.election_at {
-            self.election_timeout(now);
+        } else if self.id.is_some() && !self.left {
+            if now >= self.election_at {
+                self.election_timeout(now);
+            }
+            if self.leader.is_none() && now >= self.probe_at {
+                self.leaderless_probe(now);
+            }
         }
         self.expire_requests(now);
         self.after_input(now);
@@ -552,7 +596,12 @@ impl Core {
                     at(transfer.deadline);
                 }
             }
-            _ if self.id.is_some() && !self.left => at(self.election_at),
+            _ if self.id.is_some() && !self.left => {
+                at(self.election_at);
+                if self.leader.is_none() {
+                    at(self.probe_at);
+                }
+            }
             _ => {}
         }
         for read in self.forwarded_reads.values() {
@@ -597,6 +646,12 @@ impl Core {
     /// This node's member id, once it has joined.
     pub fn id(&self) -> Option<NodeId> {
         self.id
+    }
+
+    /// The generation of the cluster this node is a member of (see
+    /// `docs/WIRE.md`); `None` while it is not a member.
+    pub fn generation(&self) -> Option<u64> {
+        self.member_generation()
     }
 
     /// Where this node listens.
@@ -690,6 +745,7 @@ impl Core {
             id,
             incarnation: self.cfg.incarnation,
             addr: self.cfg.addr.to_string(),
+            generation: self.state.generation,
         })
     }
 
@@ -721,16 +777,27 @@ impl Core {
             sender,
             term,
             message,
+            generation,
             ..
         } = frame;
         match message {
             Message::Introduce(m) => return self.on_introduce(now, from, m),
             Message::Redirect(m) => return self.on_redirect(now, from, m),
-            Message::Welcome(m) => return self.on_welcome(now, from, sender, term, m),
+            Message::Welcome(m) => return self.on_welcome(now, from, sender, term, generation, m),
             _ => {}
         }
         if self.id.is_none() || self.left {
             self.metrics.dropped_not_member += 1;
+            if generation.is_some() && sender != NodeId::UNASSIGNED {
+                self.heard_of_cluster(now, from, &message);
+            }
+            return;
+        }
+        if generation != Some(self.state.generation) {
+            // Another history (a cluster founded apart, at the same
+            // addresses perhaps, with the same ids and terms): its
+            // entries, votes and acknowledgements mean nothing here.
+            self.metrics.dropped_foreign_generation += 1;
             return;
         }
         if self.was_removed(sender) {
@@ -819,7 +886,8 @@ impl Core {
             self.id.unwrap_or(NodeId::UNASSIGNED),
             term,
             message,
-        );
+        )
+        .with_generation(self.member_generation());
         let keys = self.cfg.keyring.as_ref();
         self.scratch.clear();
         let stream = match frame.encode_signed(&mut self.scratch, self.cfg.datagram_bytes_max, keys)
@@ -839,6 +907,13 @@ impl Core {
         };
         let bytes = self.scratch.split().freeze();
         self.transmits.push_back(Transmit { to, bytes, stream });
+    }
+
+    /// The generation this node's frames carry: its cluster's, while it is
+    /// a member; none before it joined (or after it left).
+    fn member_generation(&self) -> Option<u64> {
+        (self.id.is_some() && !self.left && self.state.generation != 0)
+            .then_some(self.state.generation)
     }
 
     /// The address of member `id` in the current configuration.
@@ -911,6 +986,22 @@ impl Core {
             leader: self.leader(),
         }
     }
+}
+
+/// The addresses a data directory's image names: the members of its
+/// snapshot and those its log added since, for a node that is no longer a
+/// member to find its cluster again.
+fn remembered_addrs(snapshot: &Snapshot, entries: &[Entry]) -> BTreeSet<SocketAddr> {
+    let added = entries.iter().filter_map(|e| match &e.change {
+        crate::wire::Change::AddMember(m) => Some(m),
+        _ => None,
+    });
+    snapshot
+        .members
+        .iter()
+        .chain(added)
+        .filter_map(|m| m.addr.parse().ok())
+        .collect()
 }
 
 #[cfg(test)]

@@ -238,7 +238,9 @@ impl Core {
                 break;
             };
             let removed = match &entry.change {
-                Change::RemoveMember(id) => self.state.members.get(id).cloned(),
+                Change::RemoveMember(id) | Change::ReplaceMember { old: id, .. } => {
+                    self.state.members.get(id).cloned()
+                }
                 _ => None,
             };
             self.state.apply(&entry.change);
@@ -447,6 +449,12 @@ impl Core {
         if snapshot.last.version <= self.commit || matches!(self.role, RoleState::Leader(_)) {
             return;
         }
+        if snapshot.generation != self.state.generation {
+            // Another cluster's state: installing it would merge two
+            // histories that merely share version numbers.
+            self.metrics.dropped_foreign_generation += 1;
+            return;
+        }
         let last = snapshot.last;
         if self.log.term_at(last.version) == Some(last.term) {
             self.log.compact_to(last.version);
@@ -496,6 +504,10 @@ impl Core {
                 }
                 Change::RemoveMember(id) => {
                     config.remove(id);
+                }
+                Change::ReplaceMember { old, new } => {
+                    config.remove(old);
+                    config.insert(new.id, new.clone());
                 }
                 _ => {}
             }
@@ -674,6 +686,9 @@ impl Core {
 pub(super) fn is_membership(change: &Change) -> bool {
     matches!(
         change,
-        Change::AddMember(_) | Change::PromoteMember(_) | Change::RemoveMember(_)
+        Change::AddMember(_)
+            | Change::PromoteMember(_)
+            | Change::RemoveMember(_)
+            | Change::ReplaceMember { .. }
     )
 }

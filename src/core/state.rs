@@ -14,6 +14,9 @@ pub struct State {
     pub members: BTreeMap<NodeId, Member>,
     /// The next id to give a joining member; ids are never reused.
     pub next_member_id: u32,
+    /// The cluster generation: minted by the founder, learned by every
+    /// other member from its welcome or a snapshot; 0 before either.
+    pub generation: u64,
     /// Order-independent hash of the map, kept up to date on every change
     /// so nodes can be compared cheaply.
     pub digest: u64,
@@ -59,6 +62,11 @@ impl State {
             Change::RemoveMember(id) => {
                 self.members.remove(id);
             }
+            Change::ReplaceMember { old, new } => {
+                self.members.remove(old);
+                self.next_member_id = self.next_member_id.max(new.id.0.saturating_add(1));
+                self.members.insert(new.id, new.clone());
+            }
         }
     }
 
@@ -78,6 +86,7 @@ impl State {
     /// The state as a snapshot taken at `last`.
     pub fn to_snapshot(&self, last: LogId) -> Snapshot {
         Snapshot {
+            generation: self.generation,
             last,
             members: self.members.values().cloned().collect(),
             next_member_id: self.next_member_id,
@@ -94,6 +103,7 @@ impl State {
         let mut state = State {
             members: snapshot.members.into_iter().map(|m| (m.id, m)).collect(),
             next_member_id: snapshot.next_member_id,
+            generation: snapshot.generation,
             ..State::default()
         };
         for (key, value) in snapshot.map {

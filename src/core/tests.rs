@@ -138,6 +138,15 @@ impl Net {
         self.nodes[i].as_ref().unwrap()
     }
 
+    /// Starts node `i` with no one to contact and lets it listen out its
+    /// founding delay: it founds and leads.
+    fn found(&mut self, i: usize) {
+        self.start(i, vec![], 1);
+        let listen = self.core(i).cfg.found_listen_ms();
+        self.run(listen + 1);
+        assert_eq!(self.core(i).role(), Role::Leader, "node {i} founded");
+    }
+
     fn command(&mut self, i: usize, request: RequestId, command: Command) {
         let now = self.now;
         self.nodes[i]
@@ -169,9 +178,13 @@ impl Net {
 }
 
 #[test]
-fn a_node_without_seeds_founds_a_cluster_and_leads_it() {
+fn a_node_without_seeds_listens_then_founds_a_cluster_and_leads_it() {
     let mut net = Net::new();
     net.start(0, vec![], 1);
+    let listen = net.core(0).cfg.found_listen_ms();
+    net.run(listen - 1);
+    assert!(!net.core(0).is_member(), "founded before it listened");
+    net.run(2);
     assert_eq!(net.core(0).role(), Role::Leader);
     net.command(
         0,
@@ -359,6 +372,116 @@ fn a_restarted_node_rejoins_as_a_new_member() {
     assert_eq!(net.core(2).map().get("a").map(String::as_str), Some("1"));
 }
 
+/// Writes `count` keys through node `via` (request ids from `first`)
+/// and returns the ones acknowledged.
+fn write_keys(net: &mut Net, via: usize, first: RequestId, count: u64, tag: &str) -> Vec<String> {
+    let mut acked = Vec::new();
+    for n in 0..count {
+        let key = format!("{tag}{n}");
+        net.command(
+            via,
+            first + n,
+            Command::Set {
+                key: key.clone(),
+                value: tag.into(),
+            },
+        );
+        net.run(20);
+        if matches!(net.done.get(&(first + n)), Some(Ok(_))) {
+            acked.push(key);
+        }
+    }
+    acked
+}
+
+/// The founder of a three-node cluster (the leader) crashes and is started
+/// again at once with its original command (no one to contact, no data):
+/// it must rejoin the cluster it founded, never found a second one, and
+/// acknowledge only what the majority holds.
+fn founder_restarted_with_its_command(writes_before_contact: u64) {
+    let mut net = Net::three_node_cluster();
+    let before = write_keys(&mut net, 0, 100, 3, "before");
+    assert_eq!(before.len(), 3);
+    let generation = net.core(0).state.generation;
+    net.nodes[0] = None;
+    net.start(0, vec![], 2);
+    // Writes aimed at the restarted founder before it heard from anyone.
+    let early = write_keys(&mut net, 0, 200, writes_before_contact, "early");
+    assert!(
+        early.is_empty(),
+        "the restarted founder acknowledged {early:?} alone"
+    );
+    net.run(5000);
+    let leaders = net.leaders();
+    assert_eq!(leaders.len(), 1, "one leader: {leaders:?}");
+    for i in 0..3 {
+        let core = net.core(i);
+        assert_eq!(core.state.generation, generation, "node {i}: one history");
+        assert!(core.is_member(), "node {i} is a member");
+        for key in &before {
+            assert!(core.map().contains_key(key), "node {i} lost {key}");
+        }
+        assert!(core.map().keys().all(|k| !k.starts_with("early")));
+    }
+    let members = net.core(leaders[0]).members();
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(members
+        .iter()
+        .any(|m| m.addr == addr(0).to_string() && m.incarnation == 2));
+    assert!(members.iter().all(|m| m.voter), "{members:?}");
+    assert_eq!(net.core(0).metrics.founding_deferred, 1);
+    let leader = leaders[0];
+    let after = write_keys(&mut net, leader, 300, 2, "after");
+    assert_eq!(after.len(), 2, "writes commit in the one cluster");
+    net.run(200);
+    assert!(after.iter().all(|k| net.core(0).map().contains_key(k)));
+}
+
+#[test]
+fn a_founder_restarted_with_its_command_rejoins_after_1_write() {
+    founder_restarted_with_its_command(1);
+}
+
+#[test]
+fn a_founder_restarted_with_its_command_rejoins_after_2_writes() {
+    founder_restarted_with_its_command(2);
+}
+
+#[test]
+fn a_founder_restarted_with_its_command_rejoins_after_5_writes() {
+    founder_restarted_with_its_command(5);
+}
+
+#[test]
+fn frames_of_another_generation_change_nothing() {
+    let mut net = Net::three_node_cluster();
+    let core = net.nodes[1].as_mut().unwrap();
+    let (term, last) = (core.term(), core.last_log_id());
+    let foreign = Frame::new(
+        0,
+        NodeId(1),
+        term + 5,
+        Message::Heartbeat(crate::wire::Heartbeat {
+            last,
+            commit: last.version,
+            seq: 1,
+        }),
+    )
+    .with_generation(Some(core.state.generation ^ 1));
+    let mut out = BytesMut::new();
+    foreign.encode(&mut out, 1400).unwrap();
+    core.handle_datagram(net.now, addr(0), &out);
+    assert_eq!(core.term(), term, "a foreign frame moved the term");
+    assert_eq!(core.metrics.dropped_foreign_generation, 1);
+    let mut snapshot = net.core(0).snapshot();
+    snapshot.generation ^= 1;
+    snapshot.last.version += 10;
+    let core = net.nodes[1].as_mut().unwrap();
+    core.handle_snapshot(net.now, snapshot);
+    assert_eq!(core.last_log_id(), last, "a foreign snapshot was installed");
+    assert_eq!(core.metrics.dropped_foreign_generation, 2);
+}
+
 #[test]
 fn nodes_started_together_end_in_one_cluster() {
     let mut net = Net::new();
@@ -416,7 +539,7 @@ fn a_leaving_leader_hands_over_first_and_is_removed() {
 #[test]
 fn oversized_keys_and_values_are_refused_and_change_nothing() {
     let mut net = Net::new();
-    net.start(0, vec![], 1);
+    net.found(0);
     let version = net.core(0).last_log_id().version;
     let value = "v".repeat(net.core(0).cfg.value_bytes_max + 1);
     net.command(
@@ -459,9 +582,11 @@ fn restored_voter(term: u64, voted_for: Option<NodeId>) -> Core {
             id: NodeId(2),
             incarnation: 1,
             addr: addr(2).to_string(),
+            generation: 7,
         }),
         hard_state: HardState { term, voted_for },
         snapshot: Snapshot {
+            generation: 7,
             last: LogId {
                 term: 1,
                 version: 3,
@@ -492,7 +617,8 @@ fn vote_request(candidate: u32, term: u64) -> Vec<u8> {
             },
             transfer: true,
         }),
-    );
+    )
+    .with_generation(Some(7));
     let mut out = BytesMut::new();
     frame.encode(&mut out, 1400).unwrap();
     out.to_vec()
@@ -563,12 +689,14 @@ fn a_durable_vote_is_handed_out_before_it_is_sent_and_binds_after_a_restart() {
 fn a_durable_lone_voter_commits_and_reports_a_write_only_once_its_entry_is_on_disk() {
     let mut cfg = config(0, vec![]);
     cfg.durable = true;
+    let listen = cfg.found_listen_ms();
     let mut core = Core::new(cfg, 1, 0).unwrap();
+    core.handle_timeout(listen);
     let mut founding = Vec::new();
     while let Some(change) = core.poll_persist() {
         founding.push(change);
     }
-    core.handle_persisted(0);
+    core.handle_persisted(listen);
     assert!(founding
         .iter()
         .any(|c| matches!(c, Persist::Record(Record::Identity(Some(_))))));
@@ -577,7 +705,7 @@ fn a_durable_lone_voter_commits_and_reports_a_write_only_once_its_entry_is_on_di
         .any(|c| matches!(c, Persist::Record(Record::HardState(h)) if h.term == 1)));
     while core.poll_event().is_some() {}
     core.handle_command(
-        1,
+        listen + 1,
         7,
         Command::Set {
             key: "a".into(),
@@ -594,7 +722,7 @@ fn a_durable_lone_voter_commits_and_reports_a_write_only_once_its_entry_is_on_di
     // Handed out is not yet on disk: a lone voter does not count itself.
     assert!(core.commit() < version, "committed before it was durable");
     assert_eq!(core.poll_event(), None);
-    core.handle_persisted(2);
+    core.handle_persisted(listen + 2);
     assert_eq!(core.commit(), version);
     let events: Vec<Event> = std::iter::from_fn(|| core.poll_event()).collect();
     assert!(events.contains(&Event::Done {
@@ -605,7 +733,10 @@ fn a_durable_lone_voter_commits_and_reports_a_write_only_once_its_entry_is_on_di
 
 #[test]
 fn a_core_without_a_data_directory_hands_out_nothing() {
-    let mut core = Core::new(config(0, vec![]), 1, 0).unwrap();
+    let cfg = config(0, vec![]);
+    let listen = cfg.found_listen_ms();
+    let mut core = Core::new(cfg, 1, 0).unwrap();
+    core.handle_timeout(listen);
     assert_eq!(core.poll_persist(), None);
     assert!(core.poll_event().is_some());
 }

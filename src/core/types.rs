@@ -220,6 +220,9 @@ pub struct Identity {
     pub incarnation: u64,
     /// The address it is known by (a data directory belongs to one).
     pub addr: String,
+    /// The generation of the cluster it is a member of: a restart resumes
+    /// in that history and no other.
+    pub generation: u64,
 }
 
 /// One change to what a durable node keeps, in the order the core made

@@ -371,6 +371,7 @@ mod tests {
                 id: NodeId(3),
                 incarnation: 1,
                 addr: ADDR.into(),
+                generation: 7,
             })))
             .expect("append");
             dir.append(&Record::HardState(HardState {
@@ -452,6 +453,7 @@ mod tests {
             id: NodeId(1),
             incarnation: 1,
             addr: ADDR.into(),
+            generation: 7,
         })))
         .expect("append");
         dir.sync().expect("sync");

@@ -29,7 +29,7 @@ pub const HEADER_BYTES: usize = 24;
 /// Bytes before each log record's content: length and checksum.
 pub const RECORD_HEADER_BYTES: usize = 8;
 /// The format this version writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 
 const LOG_MAGIC: [u8; 6] = *b"srlog\0";
 const IMAGE_MAGIC: [u8; 6] = *b"srimg\0";
@@ -403,6 +403,7 @@ mod tests {
             id: NodeId(2),
             incarnation: 9,
             addr: "127.0.0.1:1".into(),
+            generation: 7,
         };
         let records = vec![
             Record::Identity(Some(identity.clone())),

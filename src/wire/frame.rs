@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! magic(2) version(1) kind(1) flags(1) cluster_id(4, BE)
+//! [generation(8, BE)]         -- only when flags has GENERATION
 //! sender(varint) term(varint) payload_len(varint) payload
 //! [tag tag_len(1)]            -- only when flags has TAGGED
 //! crc32(4, BE)                -- over every byte before it
@@ -27,8 +28,13 @@ pub const MAGIC: [u8; 2] = *b"SR";
 pub const WIRE_VERSION: u8 = 1;
 /// Flags bit: an authentication tag and its length follow the payload.
 pub const FLAG_TAGGED: u8 = 0x01;
+/// Flags bit: the sender's cluster generation (8 bytes, big-endian)
+/// follows the cluster id. Every frame a member sends carries it.
+pub const FLAG_GENERATION: u8 = 0x02;
 /// Flag bits this version defines; the others must be zero.
-pub const FLAGS_KNOWN: u8 = FLAG_TAGGED;
+pub const FLAGS_KNOWN: u8 = FLAG_TAGGED | FLAG_GENERATION;
+/// Bytes of the generation field, when the frame has one.
+pub const GENERATION_BYTES: usize = 8;
 /// Shortest authentication tag accepted.
 pub const TAG_BYTES_MIN: usize = 16;
 /// Longest authentication tag accepted.
@@ -48,6 +54,13 @@ pub const DATAGRAM_BYTES_MAX_DEFAULT: usize = 1200;
 pub struct Frame {
     /// The cluster the frame belongs to.
     pub cluster_id: u32,
+    /// The history the sender belongs to: a random number minted when its
+    /// cluster was founded, carried by every frame a member sends so that
+    /// two clusters founded apart (even at the same addresses, with the
+    /// same ids and terms) can never take each other's entries, votes or
+    /// acknowledgements for their own. `None` from a node that is not a
+    /// member yet, and from clients.
+    pub generation: Option<u64>,
     /// The sending member, or [`NodeId::UNASSIGNED`] before it has joined.
     pub sender: NodeId,
     /// The sender's current term (election number).
@@ -64,11 +77,17 @@ impl Frame {
     pub fn new(cluster_id: u32, sender: NodeId, term: u64, message: Message) -> Frame {
         Frame {
             cluster_id,
+            generation: None,
             sender,
             term,
             message,
             tag: None,
         }
+    }
+
+    /// The same frame, from a member of cluster generation `generation`.
+    pub fn with_generation(self, generation: Option<u64>) -> Frame {
+        Frame { generation, ..self }
     }
 
     /// Exact size of the encoded frame in bytes.
@@ -86,6 +105,7 @@ impl Frame {
 
     fn encoded_len_with(&self, payload_len: usize, tag_len: Option<usize>) -> usize {
         FIXED_HEADER_BYTES
+            + self.generation.map_or(0, |_| GENERATION_BYTES)
             + varint::len_u64(u64::from(self.sender.0))
             + varint::len_u64(self.term)
             + varint::len_u64(payload_len as u64)
@@ -154,8 +174,18 @@ impl Frame {
         out.put_slice(&MAGIC);
         out.put_u8(WIRE_VERSION);
         out.put_u8(self.message.kind() as u8);
-        out.put_u8(if tag_len.is_some() { FLAG_TAGGED } else { 0 });
+        let mut flags = 0;
+        if tag_len.is_some() {
+            flags |= FLAG_TAGGED;
+        }
+        if self.generation.is_some() {
+            flags |= FLAG_GENERATION;
+        }
+        out.put_u8(flags);
         out.put_u32(self.cluster_id);
+        if let Some(generation) = self.generation {
+            out.put_u64(generation);
+        }
         varint::put_u64(out, u64::from(self.sender.0));
         varint::put_u64(out, self.term);
         varint::put_u64(out, payload_len as u64);
@@ -322,6 +352,22 @@ fn decode(input: &[u8], limits: &DecodeLimits, auth: Auth<'_>) -> Result<Frame, 
         }
     }
     let mut rest = &signed[FIXED_HEADER_BYTES..];
+    let generation = if flags & FLAG_GENERATION != 0 {
+        if rest.len() < GENERATION_BYTES {
+            return Err(DecodeError::TooShort {
+                field: "generation",
+                needed: GENERATION_BYTES,
+                available: rest.len(),
+            });
+        }
+        let (bytes, after) = rest.split_at(GENERATION_BYTES);
+        rest = after;
+        let mut be = [0u8; GENERATION_BYTES];
+        be.copy_from_slice(bytes);
+        Some(u64::from_be_bytes(be))
+    } else {
+        None
+    };
     let (sender, used) = varint::get_u32(rest, "sender")?;
     rest = &rest[used..];
     let (term, used) = varint::get_u64(rest, "term")?;
@@ -344,6 +390,7 @@ fn decode(input: &[u8], limits: &DecodeLimits, auth: Auth<'_>) -> Result<Frame, 
     let message = super::payload::decode(kind, payload)?;
     Ok(Frame {
         cluster_id,
+        generation,
         sender: NodeId(sender),
         term,
         message,

@@ -86,6 +86,17 @@ pub enum Change {
     PromoteMember(NodeId),
     /// Removes a member.
     RemoveMember(NodeId),
+    /// Replaces member `old` by `new` (a non-voter) in one change: the
+    /// process at an address restarted without its data, so the old
+    /// incarnation is gone for good. One change keeps the address listed
+    /// throughout, so the cluster never stops sending to it; for quorums it
+    /// is the removal of one voter (a non-voter counts in none).
+    ReplaceMember {
+        /// The member that is gone.
+        old: NodeId,
+        /// The new incarnation at its address.
+        new: Member,
+    },
 }
 
 /// A numbered change: the term it was made in and what it does. Its version
@@ -385,11 +396,16 @@ pub struct NodeStatus {
     pub version: u64,
     /// Milliseconds since the last heartbeat from a leader.
     pub since_heartbeat_ms: Option<u64>,
+    /// The cluster generation it is a member of (none before it joined).
+    pub generation: Option<u64>,
 }
 
 /// The whole committed state up to `last` (over TCP).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// The cluster generation the state belongs to (0: none, an empty
+    /// state). A node installs only a snapshot of its own generation.
+    pub generation: u64,
     /// The last change the snapshot includes.
     pub last: LogId,
     /// The members at that point.

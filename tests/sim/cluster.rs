@@ -87,6 +87,7 @@ impl Sim {
             paused_until: 0,
             leaving: false,
             seeds: Vec::new(),
+            original_seeds: None,
             clock_offset_ms: 0,
             inbox: VecDeque::new(),
             durable: false,
@@ -116,6 +117,7 @@ impl Sim {
         node.leaving = false;
         node.crash_on_write = false;
         node.seeds = seeds.clone();
+        node.original_seeds.get_or_insert_with(|| seeds.clone());
         node.inbox.clear();
         let incarnation = node.incarnation;
         let mut config = self.params.config(node.addr, seeds.clone(), incarnation);

@@ -53,6 +53,11 @@ fn header(generation: u64) -> FileHeader {
 }
 
 impl Disk {
+    /// Whether nothing was ever written (or the directory was wiped).
+    pub fn is_empty(&self) -> bool {
+        self.image.is_none() && self.log.len() == format::HEADER_BYTES
+    }
+
     /// Writes a batch handed out by `poll_persist`, then syncs; folds the
     /// log into an image of `image_now` when it has grown.
     pub fn write(&mut self, batch: Vec<Persist>, image_now: impl FnOnce() -> DurableImage) {

@@ -47,6 +47,10 @@ impl State {
             Change::RemoveMember(id) => {
                 self.members.remove(id);
             }
+            Change::ReplaceMember { old, new } => {
+                self.members.remove(old);
+                self.members.insert(new.id, new.clone());
+            }
         }
     }
 

@@ -105,6 +105,9 @@ pub struct Node {
     pub leaving: bool,
     /// The seeds the current process was started with.
     pub seeds: Vec<SocketAddr>,
+    /// The seeds of its first start: its command line, which a restart
+    /// uses again (the founder's is empty).
+    pub original_seeds: Option<Vec<SocketAddr>>,
     /// This machine's clock reads the simulator's time plus this: the
     /// core must never compare the clocks of different nodes.
     pub clock_offset_ms: Millis,

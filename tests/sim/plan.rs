@@ -59,6 +59,13 @@ pub struct Plan {
     /// Per thousand crashes of a durable node: it crashes in the middle of
     /// its next write instead, tearing it.
     pub torn_permille: u32,
+    /// Per thousand restarts of a durable node: its data directory was
+    /// wiped (it starts with nothing, as without one).
+    pub wipe_permille: u32,
+    /// Per chaos tick, per thousand: the founder (slot 0) crashes and is
+    /// started again with its own command within one heartbeat, with
+    /// writes aimed at it.
+    pub founder_restart_permille: u32,
 }
 
 impl Plan {
@@ -100,8 +107,24 @@ impl Plan {
             durability: Durability::Off,
             whole_crash_permille: 0,
             torn_permille: 0,
+            wipe_permille: 0,
+            founder_restart_permille: 0,
         }
         .with_durability(seed, calm, options)
+        .with_restarts(seed, calm)
+    }
+
+    /// Restart faults are drawn from a stream of their own, like
+    /// durability.
+    fn with_restarts(mut self, seed: u64, calm: bool) -> Plan {
+        let mut rng = Rng::new(seed ^ 0x0052_4553_5400);
+        if !calm {
+            self.founder_restart_permille = rng.range(0, 20) as u32;
+            if self.durability != Durability::Off {
+                self.wipe_permille = rng.range(0, 300) as u32;
+            }
+        }
+        self
     }
 
     /// Durability is drawn from a stream of its own, so that adding it left

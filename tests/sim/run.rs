@@ -24,11 +24,23 @@ const CHAOS_TICK_MS: Millis = 100;
 /// What the driver does next.
 #[derive(Debug)]
 pub(super) enum Driver {
-    Start { node: usize, seeds: Vec<SocketAddr> },
+    Start {
+        node: usize,
+        seeds: Vec<SocketAddr>,
+    },
     Chaos,
     Client,
-    Heal { links: Vec<(usize, usize)> },
-    Restart { node: usize },
+    Heal {
+        links: Vec<(usize, usize)>,
+    },
+    Restart {
+        node: usize,
+    },
+    /// Writes aimed at one node (the founder just restarted).
+    WritesTo {
+        node: usize,
+        count: u32,
+    },
 }
 
 /// The driver of one run: the cluster, the plan, and what comes next.
@@ -47,6 +59,12 @@ pub(super) struct Run {
     /// Draws about durability, kept apart so that runs without it draw as
     /// they did before it existed.
     durable_rng: Rng,
+    /// Draws about restarts (wiped data directories, the founder's quick
+    /// restart), kept apart likewise.
+    restart_rng: Rng,
+    /// A node restarted with no one to contact listens until then: no
+    /// partition starts before (see `Driver::Restart`).
+    founder_listening_until: Millis,
 }
 
 /// Runs one seed through both phases and returns its trace hash; panics
@@ -74,6 +92,8 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> u64 {
         planned: BTreeSet::new(),
         partitions: 0,
         durable_rng: Rng::new(seed ^ 0x0044_5552_4100),
+        restart_rng: Rng::new(seed ^ 0x0052_5354_5200),
+        founder_listening_until: 0,
     };
     run.bootstrap();
     run.safety();
@@ -204,11 +224,101 @@ impl Run {
                 if matches!(status, Status::Crashed | Status::Left)
                     && !self.stay_down.contains(&node)
                 {
-                    let seeds = self.sim.others(node);
+                    // A wiped directory is a member's data lost: only while
+                    // every other node runs, so the cluster keeps a majority
+                    // that remembers (losing that is losing the data, which
+                    // no restart rule can undo).
+                    let others_up = (0..self.sim.nodes.len()).all(|j| {
+                        j == node
+                            || self.sim.nodes[j].status == Status::Up
+                            || self.gone(&addr_of(j))
+                    });
+                    if self.sim.nodes[node].durable
+                        && others_up
+                        && self.restart_rng.chance(self.plan.wipe_permille)
+                    {
+                        self.sim.nodes[node].disk = Default::default();
+                        self.sim
+                            .trace
+                            .record(now, "wipe", node, 0, || "data directory wiped".into());
+                    }
+                    let seeds = self.restart_seeds(node);
+                    if seeds.is_empty() && self.partitions > 0 {
+                        // The one restart no rule can make safe: a node with
+                        // no one to contact and no data, cut off from the
+                        // cluster that lists it for longer than it listens,
+                        // can only found (the README says to give it
+                        // `--join`). Started once the network is whole.
+                        self.at(now + CHAOS_TICK_MS, Driver::Restart { node });
+                        return;
+                    }
+                    if seeds.is_empty() {
+                        let listen = self.plan.params.config(addr_of(node), vec![], 0);
+                        self.founder_listening_until = now + listen.found_listen_ms();
+                    }
                     self.sim.start(node, seeds);
                 }
             }
+            Driver::WritesTo { node, count } => {
+                for _ in 0..count {
+                    if self.sim.running(node) {
+                        let op = self.workload.set_op();
+                        self.sim.command(node, op);
+                    }
+                }
+            }
         }
+    }
+
+    /// The seeds of a restart: the node's own command line again, as people
+    /// restart a service (the founder's names no one). The one exception is
+    /// documented in the README: a node that keeps no data directory and
+    /// that the cluster no longer lists (it left, or was removed while
+    /// away) has nothing that could lead it back, so its operator adds
+    /// `--join`.
+    fn restart_seeds(&mut self, node: usize) -> Vec<SocketAddr> {
+        let original = self.sim.nodes[node]
+            .original_seeds
+            .clone()
+            .unwrap_or_default();
+        let keeps_data = self.sim.nodes[node].durable && !self.sim.nodes[node].disk.is_empty();
+        if !original.is_empty() || keeps_data || self.listed(node) {
+            return self.live_seeds(node, original);
+        }
+        let others = self.sim.others(node);
+        self.live_seeds(node, others)
+    }
+
+    /// Whether the cluster lists slot `node`'s address: in the latest
+    /// configuration (committed members with the log's changes applied) of
+    /// the leader, or of the most up-to-date running member when there is
+    /// none, since that is who will send to it.
+    fn listed(&self, node: usize) -> bool {
+        let sim = &self.sim;
+        let addr = addr_of(node).to_string();
+        let running: Vec<usize> = sim
+            .up()
+            .into_iter()
+            .filter(|&i| i != node && sim.running(i) && sim.core(i).is_member())
+            .collect();
+        let Some(&source) = running
+            .iter()
+            .find(|&&i| sim.core(i).role() == simple_raft::core::Role::Leader)
+            .or_else(|| running.iter().max_by_key(|&&i| sim.core(i).last_log_id()))
+        else {
+            return false;
+        };
+        let core = sim.core(source);
+        let mut latest = State {
+            members: core.members().iter().map(|m| (m.id, m.clone())).collect(),
+            ..State::default()
+        };
+        for v in core.commit() + 1..=core.last_log_id().version {
+            if let Some(entry) = core.entry(v) {
+                latest.apply(&entry.change);
+            }
+        }
+        latest.members.values().any(|m| m.addr == addr)
     }
 
     /// Whether the address is of a slot that left for good or will never
@@ -266,7 +376,9 @@ impl Run {
         let now = self.sim.now;
         let count = self.sim.nodes.len();
         let p = self.plan.clone();
-        if self.rng.chance(p.partition_permille) && self.partitions < 2 && count >= 2 {
+        let listening = now <= self.founder_listening_until;
+        if self.rng.chance(p.partition_permille) && self.partitions < 2 && count >= 2 && !listening
+        {
             let links = self.partition_links(count);
             self.sim.net.cut_links(&links);
             self.partitions += 1;
@@ -285,7 +397,7 @@ impl Run {
                 let node = leader.unwrap_or_else(|| up[self.rng.index(up.len())]);
                 let ms = self.rng.range(50, 2_000);
                 self.sim.pause(node, ms);
-                if leader.is_some() && self.partitions < 2 && self.rng.chance(500) {
+                if leader.is_some() && self.partitions < 2 && self.rng.chance(500) && !listening {
                     // A stalled leader, cut off until a little after it
                     // wakes: it must not serve what it no longer knows.
                     let links: Vec<(usize, usize)> = (0..count)
@@ -313,6 +425,20 @@ impl Run {
             }
             let at = now + self.rng.range(100, 3_000);
             self.at(at, Driver::Restart { node });
+        }
+        if self.restart_rng.chance(p.founder_restart_permille)
+            && self.sim.running(0)
+            && self.partitions == 0
+            && self.healthy().is_some()
+        {
+            // The founder, killed and started again at once with its own
+            // command, while clients keep writing to it.
+            self.sim.crash(0);
+            let heartbeat = self.plan.params.heartbeat_ms;
+            let at = now + self.restart_rng.range(0, heartbeat + 1);
+            self.at(at, Driver::Restart { node: 0 });
+            let count = self.restart_rng.range(1, 6) as u32;
+            self.at(at + 1, Driver::WritesTo { node: 0, count });
         }
         if self.durable_rng.chance(p.whole_crash_permille) && self.healthy().is_some() {
             // Every node at once: only what is on disk is left.

@@ -64,6 +64,15 @@ impl Workload {
         }
     }
 
+    /// A `set` of a fresh value.
+    pub fn set_op(&mut self) -> Op {
+        self.values += 1;
+        Op::Set {
+            key: self.key(),
+            value: format!("v{}", self.values),
+        }
+    }
+
     fn key(&mut self) -> String {
         format!("k{}", self.rng.below(KEYS))
     }

@@ -7,6 +7,9 @@ use simple_raft::wire::*;
 
 pub const CLUSTER: u32 = 0x00C0_FFEE;
 
+/// The cluster generation of the golden frames that carry one.
+pub const GOLDEN_GENERATION: u64 = 0x5EED_0000_0000_0001;
+
 /// The key of the tagged golden frame of docs/WIRE.md: the bytes 0 to 31.
 pub const GOLDEN_KEY: [u8; 32] = [
     0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
@@ -43,8 +46,10 @@ pub fn golden() -> Vec<(&'static str, Frame, bool)> {
         }),
     );
     let tagged = signed(&heartbeat, &golden_keys());
+    let member_heartbeat = heartbeat.clone().with_generation(Some(GOLDEN_GENERATION));
     vec![
         ("heartbeat", heartbeat, false),
+        ("heartbeat_generation", member_heartbeat, false),
         (
             "heartbeat_ack",
             Frame::new(
@@ -127,6 +132,7 @@ pub fn golden() -> Vec<(&'static str, Frame, bool)> {
                 NodeId(1),
                 7,
                 Message::Snapshot(Snapshot {
+                    generation: GOLDEN_GENERATION,
                     last: LogId {
                         term: 7,
                         version: 42,
@@ -140,7 +146,8 @@ pub fn golden() -> Vec<(&'static str, Frame, bool)> {
                     next_member_id: 2,
                     map: vec![("a".into(), "1".into())],
                 }),
-            ),
+            )
+            .with_generation(Some(GOLDEN_GENERATION)),
             true,
         ),
     ]
@@ -185,6 +192,7 @@ fn change() -> impl Strategy<Value = Change> {
         member().prop_map(Change::AddMember),
         node_id().prop_map(Change::PromoteMember),
         node_id().prop_map(Change::RemoveMember),
+        (node_id(), member()).prop_map(|(old, new)| Change::ReplaceMember { old, new }),
     ]
 }
 
@@ -236,6 +244,7 @@ fn client_reply() -> impl Strategy<Value = ClientReply> {
                         members,
                         version,
                         since_heartbeat_ms,
+                        generation: since_heartbeat_ms.map(|ms| ms ^ 0x5EED),
                     })
                 }
             ),
@@ -319,6 +328,7 @@ pub fn message() -> impl Strategy<Value = Message> {
         )
             .prop_map(
                 |(last, members, next_member_id, map)| Message::Snapshot(Snapshot {
+                    generation: last.term ^ 0x5EED,
                     last,
                     members,
                     next_member_id,
@@ -347,14 +357,18 @@ pub fn frame() -> impl Strategy<Value = Frame> {
             any::<u8>(),
             TAG_BYTES_MIN..=TAG_BYTES_MAX,
         )),
+        prop::option::of(any::<u64>()),
     )
-        .prop_map(|(cluster_id, sender, term, message, tag)| Frame {
-            cluster_id,
-            sender,
-            term,
-            message,
-            tag,
-        })
+        .prop_map(
+            |(cluster_id, sender, term, message, tag, generation)| Frame {
+                cluster_id,
+                generation,
+                sender,
+                term,
+                message,
+                tag,
+            },
+        )
 }
 
 /// Limits that accept any frame these strategies make.
