@@ -1,6 +1,5 @@
 //! The public handle of a running node.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -409,8 +408,15 @@ impl Node {
 
     /// The original's `Update`: the map becomes `map`. Returns the committed
     /// version once a majority has it.
-    pub async fn update(&self, map: BTreeMap<String, String>) -> Result<u64, Error> {
-        self.requester.write(Command::Update { map }).await
+    ///
+    /// Takes a [`SharedMap`] or a `BTreeMap<String, String>`. A map derived
+    /// from [`Node::data`] (with `insert` and `remove`) costs in proportion
+    /// to what changed; any other map costs one comparison pass on the
+    /// node, and only the changed pairs are replicated.
+    pub async fn update(&self, map: impl Into<SharedMap>) -> Result<u64, Error> {
+        self.requester
+            .write(Command::Update { map: map.into() })
+            .await
     }
 
     /// Sets one key; returns the committed version.

@@ -31,18 +31,19 @@ mod types;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 pub use config::{ConfigError, CoreConfig};
 pub use metrics::CoreMetrics;
 pub use types::*;
 
 use crate::wire::{
-    decode_frame_keyed, DecodeLimits, Entry, Frame, Keyring, LogId, Member, Message, NodeId,
-    Snapshot,
+    self, decode_frame_keyed, with_payload, DecodeLimits, Entry, Frame, FrameHead, Keyring, Kind,
+    LogId, Member, Message, NodeId, Snapshot,
 };
 use log::Log;
 use rng::Rng;
+pub use state::Map;
 use state::State;
 
 /// Where the node is in an election, with what that role needs.
@@ -256,6 +257,20 @@ pub struct Core {
     events: VecDeque<Event>,
     metrics: CoreMetrics,
     scratch: BytesMut,
+    /// The last append frame too large for a datagram, with what it holds:
+    /// a heartbeat round sends the same one to every peer that lacks the
+    /// same entries, encoded once.
+    append_cache: Option<(AppendKey, Bytes)>,
+}
+
+/// What an encoded append frame holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AppendKey {
+    term: u64,
+    prev: LogId,
+    commit: u64,
+    seq: u64,
+    last: u64,
 }
 
 impl Core {
@@ -353,6 +368,7 @@ impl Core {
             events: VecDeque::new(),
             metrics: CoreMetrics::default(),
             scratch: BytesMut::new(),
+            append_cache: None,
             cfg: config,
         })
     }
@@ -404,6 +420,7 @@ impl Core {
     /// checked against the new keys. For a key rotation without downtime.
     pub fn set_keyring(&mut self, keyring: Option<Keyring>) {
         self.cfg.keyring = keyring;
+        self.append_cache = None;
     }
 
     /// Time has reached (or passed) [`Core::poll_timeout`].
@@ -637,8 +654,8 @@ impl Core {
         self.state.members.values().cloned().collect()
     }
 
-    /// The committed map.
-    pub fn map(&self) -> &BTreeMap<String, String> {
+    /// The committed map (cloning it is a pointer copy).
+    pub fn map(&self) -> &Map {
         &self.state.map
     }
 
@@ -814,31 +831,17 @@ impl Core {
         if to == self.cfg.addr {
             return;
         }
-        let frame = Frame::new(
-            self.cfg.cluster_id,
-            self.id.unwrap_or(NodeId::UNASSIGNED),
-            term,
-            message,
-        );
-        let keys = self.cfg.keyring.as_ref();
-        self.scratch.clear();
-        let stream = match frame.encode_signed(&mut self.scratch, self.cfg.datagram_bytes_max, keys)
-        {
-            Ok(_) => false,
-            Err(_) => {
-                self.scratch.clear();
-                if frame
-                    .encode_signed(&mut self.scratch, self.cfg.stream_frame_bytes_max, keys)
-                    .is_err()
-                {
-                    self.metrics.encode_errors += 1;
-                    return;
-                }
-                true
-            }
-        };
-        let bytes = self.scratch.split().freeze();
-        self.transmits.push_back(Transmit { to, bytes, stream });
+        let sender = self.id.unwrap_or(NodeId::UNASSIGNED);
+        let kind = message.kind();
+        let encoded = with_payload!(&message, p => encode(&self.cfg, &mut self.scratch, sender, term, kind, p));
+        self.queue(to, encoded);
+    }
+
+    fn queue(&mut self, to: SocketAddr, encoded: Option<(Bytes, bool)>) {
+        match encoded {
+            Some((bytes, stream)) => self.transmits.push_back(Transmit { to, bytes, stream }),
+            None => self.metrics.encode_errors += 1,
+        }
     }
 
     /// The address of member `id` in the current configuration.
@@ -911,6 +914,35 @@ impl Core {
             leader: self.leader(),
         }
     }
+}
+
+/// Encodes one frame, sized first and then written once for the transport
+/// it fits: a datagram if it can, else the stream (`true`). `None` when it
+/// fits neither.
+fn encode<P: serde::Serialize + ?Sized>(
+    cfg: &CoreConfig,
+    scratch: &mut BytesMut,
+    sender: NodeId,
+    term: u64,
+    kind: Kind,
+    payload: &P,
+) -> Option<(Bytes, bool)> {
+    let head = FrameHead {
+        cluster_id: cfg.cluster_id,
+        sender,
+        term,
+    };
+    let keys = cfg.keyring.as_ref();
+    let payload_len = wire::payload_len(payload);
+    let stream = head.signed_len(payload_len, keys) > cfg.datagram_bytes_max;
+    let limit = if stream {
+        cfg.stream_frame_bytes_max
+    } else {
+        cfg.datagram_bytes_max
+    };
+    scratch.clear();
+    wire::encode_payload_signed(&head, kind, payload, payload_len, scratch, limit, keys).ok()?;
+    Some((scratch.split().freeze(), stream))
 }
 
 #[cfg(test)]

@@ -5,11 +5,17 @@ use std::collections::BTreeMap;
 
 use crate::wire::{Change, LogId, Member, NodeId, Snapshot};
 
+/// The data map: persistent, so that a snapshot of it (for readers, for a
+/// peer catching up, for a diff against a map derived from it) is a
+/// pointer copy, and two maps that share structure are compared in time
+/// proportional to where they differ.
+pub type Map = imbl::OrdMap<String, String>;
+
 /// The committed state.
 #[derive(Debug, Clone, Default)]
 pub struct State {
     /// The data map.
-    pub map: BTreeMap<String, String>,
+    pub map: Map,
     /// The members, by id.
     pub members: BTreeMap<NodeId, Member>,
     /// The next id to give a joining member; ids are never reused.

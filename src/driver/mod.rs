@@ -7,7 +7,7 @@ pub(crate) use replay::unix_ms;
 pub(crate) mod stream_io;
 mod tcp;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -25,8 +25,12 @@ use crate::node::{Metrics, Status};
 use crate::storage::{DataDir, StorageError};
 use crate::wire::{DecodeReason, Keyring, Snapshot};
 
-/// The committed map as handed to readers: shared, never copied per reader.
-pub type SharedMap = Arc<BTreeMap<String, String>>;
+/// The committed map as handed to readers: a persistent (immutable,
+/// structure-sharing) ordered map, so a snapshot is a pointer copy and
+/// never a copy of the data. Derive a new map from it (`insert`, `remove`)
+/// and pass it to [`crate::Node::update`]: the node then compares only
+/// the parts that differ.
+pub type SharedMap = crate::core::Map;
 
 /// What handles and connection tasks send to the node's task.
 pub(crate) enum Inbound {
@@ -212,7 +216,6 @@ pub(crate) async fn spawn(
         next_request: 1,
         status_tx,
         data_tx: data_tx.clone(),
-        data_cache: None,
         peers: HashMap::new(),
         conn_slots: Arc::new(Semaphore::new(cfg.tcp_connections_max)),
         fetching: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -258,8 +261,6 @@ struct Driver {
     next_request: RequestId,
     status_tx: watch::Sender<Status>,
     data_tx: Arc<watch::Sender<SharedMap>>,
-    /// The map as last handed out, while the commit has not moved.
-    data_cache: Option<(u64, SharedMap)>,
     /// Outbound TCP streams for frames too large for a datagram.
     peers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
     conn_slots: Arc<Semaphore>,
@@ -444,16 +445,8 @@ impl Driver {
         }
     }
 
-    fn shared_map(&mut self) -> SharedMap {
-        let commit = self.core.commit();
-        match &self.data_cache {
-            Some((version, map)) if *version == commit => map.clone(),
-            _ => {
-                let map: SharedMap = Arc::new(self.core.map().clone());
-                self.data_cache = Some((commit, map.clone()));
-                map
-            }
-        }
+    fn shared_map(&self) -> SharedMap {
+        self.core.map().clone()
     }
 
     /// Takes everything the core has to say: what must be durable first
