@@ -108,6 +108,11 @@ pub struct Metrics {
     pub snapshots_fetched: u64,
     /// Snapshot fetches that failed.
     pub snapshot_fetch_errors: u64,
+    /// The longest time, in microseconds, that one turn of the node's loop
+    /// took (handling one input, those already waiting with it, and
+    /// sending what they produced): how long heartbeats and votes can wait
+    /// behind other work.
+    pub loop_busy_us_max: u64,
     /// The data directory's counters (records, bytes, syncs, images, and
     /// what recovery cut off at start), when there is one.
     pub storage: Option<crate::storage::StorageCounters>,
@@ -131,6 +136,7 @@ impl Metrics {
             snapshots_served: get(&counters.snapshots_served),
             snapshots_fetched: get(&counters.snapshots_fetched),
             snapshot_fetch_errors: get(&counters.snapshot_fetch_errors),
+            loop_busy_us_max: get(&counters.loop_busy_us_max),
             storage,
         }
     }

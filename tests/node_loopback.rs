@@ -336,6 +336,10 @@ async fn a_fourth_node_joins_through_a_follower_and_catches_up_a_10_mb_map() {
         bytes as f64 / 1e6,
         started.elapsed()
     );
+    for node in &nodes {
+        let busy_us = node.metrics().await.unwrap().loop_busy_us_max;
+        eprintln!("{}: longest loop turn {busy_us} µs", node.addr());
+    }
 
     let follower = nodes[(leader + 1) % 3].addr();
     let started = Instant::now();

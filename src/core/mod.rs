@@ -263,6 +263,59 @@ pub struct Core {
     append_cache: Option<(AppendKey, Bytes)>,
 }
 
+/// A snapshot turned into the state it holds, ready to install.
+#[derive(Debug, Clone)]
+pub struct PreparedSnapshot {
+    last: LogId,
+    state: State,
+}
+
+impl PreparedSnapshot {
+    /// Builds the state `snapshot` holds: the costly part of installing a
+    /// large snapshot, done without the core.
+    pub fn new(snapshot: Snapshot) -> PreparedSnapshot {
+        PreparedSnapshot {
+            last: snapshot.last,
+            state: State::from_snapshot(snapshot),
+        }
+    }
+
+    /// The last change the snapshot includes.
+    pub fn last(&self) -> LogId {
+        self.last
+    }
+}
+
+/// The committed state at `last`, shared with the core: becomes a
+/// [`Snapshot`] with [`SnapshotSource::into_snapshot`].
+#[derive(Debug, Clone)]
+pub struct SnapshotSource {
+    /// The last change it includes.
+    pub last: LogId,
+    /// The members.
+    pub members: Vec<Member>,
+    /// The next member id to give.
+    pub next_member_id: u32,
+    /// The map.
+    pub map: Map,
+}
+
+impl SnapshotSource {
+    /// The snapshot (copies the map).
+    pub fn into_snapshot(self) -> Snapshot {
+        Snapshot {
+            last: self.last,
+            members: self.members,
+            next_member_id: self.next_member_id,
+            map: self
+                .map
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+}
+
 /// What an encoded append frame holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct AppendKey {
@@ -388,6 +441,24 @@ impl Core {
         self.handle_bytes(now, from, bytes, true);
     }
 
+    /// One frame received over TCP and already decoded, with its tag
+    /// checked, by the caller (`bytes` long): a large append is decoded
+    /// where it was read, not where the node's inputs queue behind it.
+    pub fn handle_decoded_stream_frame(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        frame: Frame,
+        bytes: usize,
+    ) {
+        self.clock = now;
+        self.metrics.frames_in += 1;
+        self.metrics.bytes_in += bytes as u64;
+        let from = self.addr_of(frame.sender).unwrap_or(from);
+        self.handle_frame(now, from, frame);
+        self.after_input(now);
+    }
+
     fn handle_bytes(&mut self, now: Millis, from: SocketAddr, bytes: &[u8], stream: bool) {
         self.clock = now;
         self.metrics.frames_in += 1;
@@ -467,6 +538,13 @@ impl Core {
     /// A snapshot fetched after [`Event::FetchSnapshot`]. Older than the
     /// committed state: ignored.
     pub fn handle_snapshot(&mut self, now: Millis, snapshot: Snapshot) {
+        self.handle_prepared_snapshot(now, PreparedSnapshot::new(snapshot));
+    }
+
+    /// [`Core::handle_snapshot`] with the state already built from the
+    /// snapshot (by [`PreparedSnapshot::new`], wherever the caller likes:
+    /// for a large map, not where the node's inputs wait).
+    pub fn handle_prepared_snapshot(&mut self, now: Millis, snapshot: PreparedSnapshot) {
         self.clock = now;
         self.install_snapshot(now, snapshot);
         self.after_input(now);
@@ -685,11 +763,21 @@ impl Core {
 
     /// The committed state as a snapshot, for a node that fetches one.
     pub fn snapshot(&self) -> Snapshot {
-        let last = LogId {
-            term: self.log.term_at(self.commit).unwrap_or(0),
-            version: self.commit,
-        };
-        self.state.to_snapshot(last)
+        self.snapshot_source().into_snapshot()
+    }
+
+    /// What [`Core::snapshot`] is made of, taken without copying the map
+    /// (a pointer copy): the snapshot itself can then be built elsewhere.
+    pub fn snapshot_source(&self) -> SnapshotSource {
+        SnapshotSource {
+            last: LogId {
+                term: self.log.term_at(self.commit).unwrap_or(0),
+                version: self.commit,
+            },
+            members: self.members(),
+            next_member_id: self.state.next_member_id,
+            map: self.state.map.clone(),
+        }
     }
 
     /// Term and vote.

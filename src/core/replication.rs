@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 use imbl::ordmap::DiffItem;
 
 use super::{
-    AppendKey, Core, Event, Map, Millis, Progress, RequestError, RequestId, RoleState,
-    SharedChange, Transmit,
+    AppendKey, Core, Event, Map, Millis, PreparedSnapshot, Progress, RequestError, RequestId,
+    RoleState, SharedChange, Transmit,
 };
 use crate::wire::{
     Append, AppendAck, AppendRef, Change, Entry, FetchSnapshot, Heartbeat, HeartbeatAck, Kind,
-    LogId, Message, NodeId, Snapshot,
+    LogId, Message, NodeId,
 };
 
 /// Bytes of an append frame other than its entries, at most: header,
@@ -479,17 +479,17 @@ impl Core {
         );
     }
 
-    pub(super) fn install_snapshot(&mut self, now: Millis, snapshot: Snapshot) {
-        if snapshot.last.version <= self.commit || matches!(self.role, RoleState::Leader(_)) {
+    pub(super) fn install_snapshot(&mut self, now: Millis, snapshot: PreparedSnapshot) {
+        let PreparedSnapshot { last, state } = snapshot;
+        if last.version <= self.commit || matches!(self.role, RoleState::Leader(_)) {
             return;
         }
-        let last = snapshot.last;
         if self.log.term_at(last.version) == Some(last.term) {
             self.log.compact_to(last.version);
         } else {
             self.log.reset(last);
         }
-        self.state = super::state::State::from_snapshot(snapshot);
+        self.state = state;
         self.commit = last.version;
         // Log records on disk may now contradict the state: replace all.
         self.image_pending = self.cfg.durable;
