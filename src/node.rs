@@ -1,6 +1,5 @@
 //! The public handle of a running node.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -115,6 +114,11 @@ pub struct Metrics {
     pub snapshots_fetched: u64,
     /// Snapshot fetches that failed.
     pub snapshot_fetch_errors: u64,
+    /// The longest time, in microseconds, that one turn of the node's loop
+    /// took (handling one input, those already waiting with it, and
+    /// sending what they produced): how long heartbeats and votes can wait
+    /// behind other work.
+    pub loop_busy_us_max: u64,
     /// The data directory's counters (records, bytes, syncs, images, and
     /// what recovery cut off at start), when there is one.
     pub storage: Option<crate::storage::StorageCounters>,
@@ -138,6 +142,7 @@ impl Metrics {
             snapshots_served: get(&counters.snapshots_served),
             snapshots_fetched: get(&counters.snapshots_fetched),
             snapshot_fetch_errors: get(&counters.snapshot_fetch_errors),
+            loop_busy_us_max: get(&counters.loop_busy_us_max),
             storage,
         }
     }
@@ -415,8 +420,15 @@ impl Node {
 
     /// The original's `Update`: the map becomes `map`. Returns the committed
     /// version once a majority has it.
-    pub async fn update(&self, map: BTreeMap<String, String>) -> Result<u64, Error> {
-        self.requester.write(Command::Update { map }).await
+    ///
+    /// Takes a [`SharedMap`] or a `BTreeMap<String, String>`. A map derived
+    /// from [`Node::data`] (with `insert` and `remove`) costs in proportion
+    /// to what changed; any other map costs one comparison pass on the
+    /// node, and only the changed pairs are replicated.
+    pub async fn update(&self, map: impl Into<SharedMap>) -> Result<u64, Error> {
+        self.requester
+            .write(Command::Update { map: map.into() })
+            .await
     }
 
     /// Sets one key; returns the committed version.

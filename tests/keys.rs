@@ -177,7 +177,11 @@ impl Net {
             leader: core.leader(),
             commit: core.commit(),
             last: core.last_log_id(),
-            map: core.map().clone(),
+            map: core
+                .map()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             members: core.members(),
         }
     }
@@ -250,9 +254,10 @@ fn replayed_frames_change_nothing() {
         6,
         Command::Update {
             map: BTreeMap::from([
-                ("color".into(), "green".into()),
-                ("shape".into(), "round".into()),
-            ]),
+                ("color".to_string(), "green".to_string()),
+                ("shape".to_string(), "round".to_string()),
+            ])
+            .into(),
         },
     );
     let big = "x".repeat(2000);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use simple_raft::wire::{
     ClientOp, ClientReply, Frame, Heartbeat, LogId, Message, NodeId, VoteRequest,
 };
-use simple_raft::{Client, Config, Error, Node, State, Status};
+use simple_raft::{Client, Config, Error, Node, SharedMap, State, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -184,7 +184,7 @@ async fn three_nodes_elect_one_leader_and_writes_through_a_follower_reach_all() 
 async fn five_nodes_elect_one_leader_and_writes_through_a_follower_reach_all() {
     let nodes = cluster(5).await;
     let leader = agreed_leader(&nodes, 1, WAIT).await;
-    let mut expected = BTreeMap::new();
+    let mut expected = SharedMap::new();
     let mut version = 0;
     // One write through every follower: each is forwarded to the leader.
     for (i, node) in nodes.iter().enumerate().filter(|(i, _)| *i != leader) {
@@ -196,7 +196,7 @@ async fn five_nodes_elect_one_leader_and_writes_through_a_follower_reach_all() {
         node.wait_for(WAIT, |s| s.version >= version)
             .await
             .unwrap_or_else(|e| panic!("{} did not reach {version}: {e}", node.addr()));
-        assert_eq!(*node.data().await.unwrap(), expected, "{}", node.addr());
+        assert_eq!(node.data().await.unwrap(), expected, "{}", node.addr());
     }
     // Still one leader, the same one, after the writes.
     assert_eq!(leaders(&nodes), vec![nodes[leader].addr()]);
@@ -346,6 +346,10 @@ async fn a_fourth_node_joins_through_a_follower_and_catches_up_a_10_mb_map() {
         bytes as f64 / 1e6,
         started.elapsed()
     );
+    for node in &nodes {
+        let busy_us = node.metrics().await.unwrap().loop_busy_us_max;
+        eprintln!("{}: longest loop turn {busy_us} µs", node.addr());
+    }
 
     let follower = nodes[(leader + 1) % 3].addr();
     let started = Instant::now();
@@ -355,7 +359,7 @@ async fn a_fourth_node_joins_through_a_follower_and_catches_up_a_10_mb_map() {
         .await
         .expect("the fourth node catches up");
     let caught_up = started.elapsed();
-    assert_eq!(*fourth.data().await.unwrap(), map);
+    assert_eq!(fourth.data().await.unwrap(), SharedMap::from(&map));
     eprintln!(
         "a new node caught up a {:.1} MB map in {caught_up:?}",
         bytes as f64 / 1e6
@@ -731,7 +735,7 @@ async fn bad_input_changes_nothing_and_is_counted() {
     }
 
     // Every node still works: a write through each commits everywhere.
-    let mut expected = (*before[0].1).clone();
+    let mut expected = before[0].1.clone();
     let mut version = 0;
     for (i, node) in nodes.iter().enumerate() {
         let key = format!("after-{i}");
@@ -740,7 +744,7 @@ async fn bad_input_changes_nothing_and_is_counted() {
     }
     for node in &nodes {
         node.wait_for(WAIT, |s| s.version >= version).await.unwrap();
-        assert_eq!(*node.data().await.unwrap(), expected);
+        assert_eq!(node.data().await.unwrap(), expected);
     }
     shutdown_all(nodes).await;
 }
@@ -805,7 +809,7 @@ async fn every_node_killed_at_once_comes_back_as_the_same_members_with_every_ack
     }
     agreed_leader(&nodes, 1, WAIT).await;
     let members_before = nodes[0].status().members;
-    let mut acknowledged = BTreeMap::new();
+    let mut acknowledged = SharedMap::new();
     for i in 0..WRITES {
         let (key, value) = (format!("k{}", i % 40), format!("v{i}"));
         nodes[i % 3].set(&key, &value).await.unwrap();
@@ -827,12 +831,12 @@ async fn every_node_killed_at_once_comes_back_as_the_same_members_with_every_ack
         "the same members, with the same ids, come back"
     );
     let map = nodes[leader].read_linearizable().await.unwrap();
-    assert_eq!(*map, acknowledged, "the leader lost a write");
+    assert_eq!(map, acknowledged, "the leader lost a write");
     let version = nodes[leader].status().version;
     for node in &nodes {
         node.wait_for(WAIT, |s| s.version >= version).await.unwrap();
         let map = node.data().await.unwrap();
-        assert_eq!(*map, acknowledged, "{} lost a write", node.addr());
+        assert_eq!(map, acknowledged, "{} lost a write", node.addr());
     }
     // And the cluster goes on taking writes, each node syncing its log.
     let version = nodes[1].set("after", "restart").await.unwrap();

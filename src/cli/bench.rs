@@ -17,12 +17,11 @@ mod node;
 mod report;
 mod sample;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
-use simple_raft::State;
+use simple_raft::{SharedMap, State};
 use tokio::task::JoinSet;
 
 use host::{poll, Cluster, DataRoot, Launch, Member, Mode, Timing, Writer};
@@ -746,8 +745,8 @@ async fn idle(plan: &Plan) -> Result<Idle, String> {
 }
 
 /// A map of `keys` keys with 100-byte values, and its bytes.
-fn big_map(keys: usize) -> (BTreeMap<String, String>, usize) {
-    let map: BTreeMap<String, String> = (0..keys)
+fn big_map(keys: usize) -> (SharedMap, usize) {
+    let map: SharedMap = (0..keys)
         .map(|i| (format!("key-{i:07}"), format!("{i:0100}")))
         .collect();
     let bytes = map.iter().map(|(k, v)| k.len() + v.len()).sum();

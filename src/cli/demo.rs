@@ -2,11 +2,10 @@
 //! step. Every wait is on a condition with a deadline; a step that does not
 //! happen in time ends the demo with its reason.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use simple_raft::{Config, Node, State, Status};
+use simple_raft::{Config, Node, SharedMap, State, Status};
 use tokio::sync::mpsc;
 
 use super::run::init_logging;
@@ -63,7 +62,7 @@ fn ms(duration: Duration) -> u128 {
     duration.as_millis()
 }
 
-fn show_map(map: &BTreeMap<String, String>) -> String {
+fn show_map(map: &SharedMap) -> String {
     let pairs: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!("{{{}}}", pairs.join(", "))
 }
@@ -152,7 +151,7 @@ impl Demo {
 
     /// Waits until every live node has committed `version` and holds the
     /// same map; returns that map.
-    async fn wait_converged(&self, version: u64) -> Result<BTreeMap<String, String>, Failure> {
+    async fn wait_converged(&self, version: u64) -> Result<SharedMap, Failure> {
         let deadline = Instant::now() + STEP_WAIT;
         loop {
             let mut maps = Vec::new();
@@ -170,7 +169,7 @@ impl Demo {
                     .data()
                     .await
                     .map_err(|e| fail(format!("{}: {e}", slot.name())))?;
-                maps.push((*data).clone());
+                maps.push(data);
             }
             if maps.windows(2).all(|pair| pair[0] == pair[1]) {
                 return Ok(maps.pop().unwrap_or_default());
@@ -275,11 +274,10 @@ impl Demo {
                 ms(started.elapsed())
             ))?;
         }
-        let map: BTreeMap<String, String> =
-            [("color", "green"), ("size", "large"), ("region", "eu")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+        let map: SharedMap = [("color", "green"), ("size", "large"), ("region", "eu")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let before = node
             .read_linearizable()
             .await

@@ -5,14 +5,40 @@
 //! be sent them, and so that uncommitted changes can be replaced.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
-use crate::wire::{Entry, LogId};
+use postcard::ser_flavors::Size;
+use serde::Serialize;
+
+use crate::wire::{Change, Entry, LogId};
 
 /// Numbered changes `(base.version, last.version]`.
 #[derive(Debug, Clone, Default)]
 pub struct Log {
     base: LogId,
-    entries: VecDeque<Entry>,
+    entries: VecDeque<Stored>,
+}
+
+/// One entry, shared (applying it, or sending it to several peers, copies
+/// nothing), with its encoded size (sizing a batch is a sum).
+#[derive(Debug, Clone)]
+struct Stored {
+    entry: Arc<Entry>,
+    bytes: usize,
+}
+
+/// An [`Entry`] made of borrowed parts: encodes to the same bytes.
+#[derive(Serialize)]
+struct EntryRef<'a> {
+    term: u64,
+    change: &'a Change,
+}
+
+/// Bytes of `change` encoded as an entry of `term`, counted without
+/// encoding or copying it.
+pub fn entry_bytes(term: u64, change: &Change) -> usize {
+    postcard::serialize_with_flavor(&EntryRef { term, change }, Size::default())
+        .unwrap_or(usize::MAX)
 }
 
 impl Log {
@@ -25,7 +51,7 @@ impl Log {
     pub fn last(&self) -> LogId {
         match self.entries.back() {
             Some(e) => LogId {
-                term: e.term,
+                term: e.entry.term,
                 version: self.base.version + self.entries.len() as u64,
             },
             None => self.base,
@@ -42,13 +68,26 @@ impl Log {
 
     /// The entry at `version`, if held.
     pub fn entry(&self, version: u64) -> Option<&Entry> {
+        self.shared(version).map(|e| &**e)
+    }
+
+    /// The entry at `version`, shared, if held.
+    pub fn shared(&self, version: u64) -> Option<&Arc<Entry>> {
         let offset = version.checked_sub(self.base.version + 1)?;
-        self.entries.get(usize::try_from(offset).ok()?)
+        self.entries
+            .get(usize::try_from(offset).ok()?)
+            .map(|s| &s.entry)
     }
 
     /// Appends one entry at `last().version + 1`.
     pub fn push(&mut self, entry: Entry) {
-        self.entries.push_back(entry);
+        let bytes = entry_bytes(entry.term, &entry.change);
+        self.push_sized(Arc::new(entry), bytes);
+    }
+
+    /// Appends one entry whose encoded size, `bytes`, is known.
+    pub fn push_sized(&mut self, entry: Arc<Entry>, bytes: usize) {
+        self.entries.push_back(Stored { entry, bytes });
     }
 
     /// Drops every entry at `version` and after.
@@ -77,10 +116,10 @@ impl Log {
         self.base = base;
     }
 
-    /// Entries from `from` on (at most `max`), in order.
-    pub fn entries_from(&self, from: u64, max: usize) -> impl Iterator<Item = &Entry> {
+    /// Entries from `from` on, in order, each with its encoded size.
+    pub fn sized_from(&self, from: u64) -> impl Iterator<Item = (&Entry, usize)> {
         let skip = from.saturating_sub(self.base.version + 1) as usize;
-        self.entries.iter().skip(skip).take(max)
+        self.entries.iter().skip(skip).map(|s| (&*s.entry, s.bytes))
     }
 
     /// Entries after `version`, with their versions.
@@ -89,7 +128,7 @@ impl Log {
         self.entries
             .iter()
             .enumerate()
-            .map(move |(i, e)| (start + i as u64, e))
+            .map(move |(i, s)| (start + i as u64, &*s.entry))
             .filter(move |(v, _)| *v > version)
     }
 }
@@ -130,7 +169,7 @@ mod tests {
         assert_eq!(log.term_at(2), Some(1));
         assert_eq!(log.term_at(3), Some(2));
         assert_eq!(log.term_at(1), None);
-        assert_eq!(log.entries_from(4, 10).count(), 1);
+        assert_eq!(log.sized_from(4).count(), 1);
         log.truncate_from(4);
         assert_eq!(
             log.last(),

@@ -31,18 +31,19 @@ mod types;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 pub use config::{ConfigError, CoreConfig, FOUND_LISTEN_HEARTBEATS};
 pub use metrics::CoreMetrics;
 pub use types::*;
 
 use crate::wire::{
-    decode_frame_keyed, DecodeLimits, Entry, Frame, Keyring, LogId, Member, Message, NodeId,
-    Snapshot,
+    self, decode_frame_keyed, with_payload, DecodeLimits, Entry, Frame, FrameHead, Keyring, Kind,
+    LogId, Member, Message, NodeId, Snapshot,
 };
 use log::Log;
 use rng::Rng;
+pub use state::Map;
 use state::State;
 
 /// Where the node is in an election, with what that role needs.
@@ -272,6 +273,76 @@ pub struct Core {
     events: VecDeque<Event>,
     metrics: CoreMetrics,
     scratch: BytesMut,
+    /// The last append frame too large for a datagram, with what it holds:
+    /// a heartbeat round sends the same one to every peer that lacks the
+    /// same entries, encoded once.
+    append_cache: Option<(AppendKey, Bytes)>,
+}
+
+/// A snapshot turned into the state it holds, ready to install.
+#[derive(Debug, Clone)]
+pub struct PreparedSnapshot {
+    last: LogId,
+    state: State,
+}
+
+impl PreparedSnapshot {
+    /// Builds the state `snapshot` holds: the costly part of installing a
+    /// large snapshot, done without the core.
+    pub fn new(snapshot: Snapshot) -> PreparedSnapshot {
+        PreparedSnapshot {
+            last: snapshot.last,
+            state: State::from_snapshot(snapshot),
+        }
+    }
+
+    /// The last change the snapshot includes.
+    pub fn last(&self) -> LogId {
+        self.last
+    }
+}
+
+/// The committed state at `last`, shared with the core: becomes a
+/// [`Snapshot`] with [`SnapshotSource::into_snapshot`].
+#[derive(Debug, Clone)]
+pub struct SnapshotSource {
+    /// The cluster generation of the state.
+    pub generation: u64,
+    /// The last change it includes.
+    pub last: LogId,
+    /// The members.
+    pub members: Vec<Member>,
+    /// The next member id to give.
+    pub next_member_id: u32,
+    /// The map.
+    pub map: Map,
+}
+
+impl SnapshotSource {
+    /// The snapshot (copies the map).
+    pub fn into_snapshot(self) -> Snapshot {
+        Snapshot {
+            generation: self.generation,
+            last: self.last,
+            members: self.members,
+            next_member_id: self.next_member_id,
+            map: self
+                .map
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// What an encoded append frame holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AppendKey {
+    term: u64,
+    prev: LogId,
+    commit: u64,
+    seq: u64,
+    last: u64,
 }
 
 impl Core {
@@ -392,6 +463,7 @@ impl Core {
             events: VecDeque::new(),
             metrics: CoreMetrics::default(),
             scratch: BytesMut::new(),
+            append_cache: None,
             cfg: config,
         })
     }
@@ -409,6 +481,24 @@ impl Core {
     /// since a connection's source port is not where the peer listens.
     pub fn handle_stream_frame(&mut self, now: Millis, from: SocketAddr, bytes: &[u8]) {
         self.handle_bytes(now, from, bytes, true);
+    }
+
+    /// One frame received over TCP and already decoded, with its tag
+    /// checked, by the caller (`bytes` long): a large append is decoded
+    /// where it was read, not where the node's inputs queue behind it.
+    pub fn handle_decoded_stream_frame(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        frame: Frame,
+        bytes: usize,
+    ) {
+        self.clock = now;
+        self.metrics.frames_in += 1;
+        self.metrics.bytes_in += bytes as u64;
+        let from = self.addr_of(frame.sender).unwrap_or(from);
+        self.handle_frame(now, from, frame);
+        self.after_input(now);
     }
 
     fn handle_bytes(&mut self, now: Millis, from: SocketAddr, bytes: &[u8], stream: bool) {
@@ -443,6 +533,7 @@ impl Core {
     /// checked against the new keys. For a key rotation without downtime.
     pub fn set_keyring(&mut self, keyring: Option<Keyring>) {
         self.cfg.keyring = keyring;
+        self.append_cache = None;
     }
 
     /// Time has reached (or passed) [`Core::poll_timeout`].
@@ -494,6 +585,13 @@ impl Core {
     /// A snapshot fetched after [`Event::FetchSnapshot`]. Older than the
     /// committed state: ignored.
     pub fn handle_snapshot(&mut self, now: Millis, snapshot: Snapshot) {
+        self.handle_prepared_snapshot(now, PreparedSnapshot::new(snapshot));
+    }
+
+    /// [`Core::handle_snapshot`] with the state already built from the
+    /// snapshot (by [`PreparedSnapshot::new`], wherever the caller likes:
+    /// for a large map, not where the node's inputs wait).
+    pub fn handle_prepared_snapshot(&mut self, now: Millis, snapshot: PreparedSnapshot) {
         self.clock = now;
         self.install_snapshot(now, snapshot);
         self.after_input(now);
@@ -692,8 +790,8 @@ impl Core {
         self.state.members.values().cloned().collect()
     }
 
-    /// The committed map.
-    pub fn map(&self) -> &BTreeMap<String, String> {
+    /// The committed map (cloning it is a pointer copy).
+    pub fn map(&self) -> &Map {
         &self.state.map
     }
 
@@ -723,11 +821,22 @@ impl Core {
 
     /// The committed state as a snapshot, for a node that fetches one.
     pub fn snapshot(&self) -> Snapshot {
-        let last = LogId {
-            term: self.log.term_at(self.commit).unwrap_or(0),
-            version: self.commit,
-        };
-        self.state.to_snapshot(last)
+        self.snapshot_source().into_snapshot()
+    }
+
+    /// What [`Core::snapshot`] is made of, taken without copying the map
+    /// (a pointer copy): the snapshot itself can then be built elsewhere.
+    pub fn snapshot_source(&self) -> SnapshotSource {
+        SnapshotSource {
+            generation: self.state.generation,
+            last: LogId {
+                term: self.log.term_at(self.commit).unwrap_or(0),
+                version: self.commit,
+            },
+            members: self.members(),
+            next_member_id: self.state.next_member_id,
+            map: self.state.map.clone(),
+        }
     }
 
     /// Term and vote.
@@ -881,32 +990,20 @@ impl Core {
         if to == self.cfg.addr {
             return;
         }
-        let frame = Frame::new(
-            self.cfg.cluster_id,
+        let sender = (
             self.id.unwrap_or(NodeId::UNASSIGNED),
-            term,
-            message,
-        )
-        .with_generation(self.member_generation());
-        let keys = self.cfg.keyring.as_ref();
-        self.scratch.clear();
-        let stream = match frame.encode_signed(&mut self.scratch, self.cfg.datagram_bytes_max, keys)
-        {
-            Ok(_) => false,
-            Err(_) => {
-                self.scratch.clear();
-                if frame
-                    .encode_signed(&mut self.scratch, self.cfg.stream_frame_bytes_max, keys)
-                    .is_err()
-                {
-                    self.metrics.encode_errors += 1;
-                    return;
-                }
-                true
-            }
-        };
-        let bytes = self.scratch.split().freeze();
-        self.transmits.push_back(Transmit { to, bytes, stream });
+            self.member_generation(),
+        );
+        let kind = message.kind();
+        let encoded = with_payload!(&message, p => encode(&self.cfg, &mut self.scratch, sender, term, kind, p));
+        self.queue(to, encoded);
+    }
+
+    fn queue(&mut self, to: SocketAddr, encoded: Option<(Bytes, bool)>) {
+        match encoded {
+            Some((bytes, stream)) => self.transmits.push_back(Transmit { to, bytes, stream }),
+            None => self.metrics.encode_errors += 1,
+        }
     }
 
     /// The generation this node's frames carry: its cluster's, while it is
@@ -1002,6 +1099,37 @@ fn remembered_addrs(snapshot: &Snapshot, entries: &[Entry]) -> BTreeSet<SocketAd
         .chain(added)
         .filter_map(|m| m.addr.parse().ok())
         .collect()
+}
+
+/// Encodes one frame from `sender` (its id and, as a member, its cluster
+/// generation), sized first and then written once for the transport
+/// it fits: a datagram if it can, else the stream (`true`). `None` when it
+/// fits neither.
+fn encode<P: serde::Serialize + ?Sized>(
+    cfg: &CoreConfig,
+    scratch: &mut BytesMut,
+    (sender, generation): (NodeId, Option<u64>),
+    term: u64,
+    kind: Kind,
+    payload: &P,
+) -> Option<(Bytes, bool)> {
+    let head = FrameHead {
+        cluster_id: cfg.cluster_id,
+        generation,
+        sender,
+        term,
+    };
+    let keys = cfg.keyring.as_ref();
+    let payload_len = wire::payload_len(payload);
+    let stream = head.signed_len(payload_len, keys) > cfg.datagram_bytes_max;
+    let limit = if stream {
+        cfg.stream_frame_bytes_max
+    } else {
+        cfg.datagram_bytes_max
+    };
+    scratch.clear();
+    wire::encode_payload_signed(&head, kind, payload, payload_len, scratch, limit, keys).ok()?;
+    Some((scratch.split().freeze(), stream))
 }
 
 #[cfg(test)]

@@ -4,21 +4,20 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use postcard::ser_flavors::Size;
+use imbl::ordmap::DiffItem;
 
-use super::{Core, Event, Millis, Progress, RequestError, RequestId, RoleState};
+use super::{
+    AppendKey, Core, Event, Map, Millis, PreparedSnapshot, Progress, RequestError, RequestId,
+    RoleState, SharedChange, Transmit,
+};
 use crate::wire::{
-    Append, AppendAck, Change, Entry, FetchSnapshot, Heartbeat, HeartbeatAck, LogId, Message,
-    NodeId, Snapshot,
+    Append, AppendAck, AppendRef, Change, Entry, FetchSnapshot, Heartbeat, HeartbeatAck, Kind,
+    LogId, Message, NodeId,
 };
 
 /// Bytes of an append frame other than its entries, at most: header,
 /// checksum, tag, and the `prev`, `commit`, `seq` and count fields.
 const APPEND_OVERHEAD_BYTES_MAX: usize = 128;
-
-fn entry_bytes(entry: &Entry) -> usize {
-    postcard::serialize_with_flavor(entry, Size::default()).unwrap_or(usize::MAX)
-}
 
 impl Core {
     /// Heartbeat interval: a new round to every member, then upkeep.
@@ -107,16 +106,15 @@ impl Core {
         if progress.next <= last.version {
             let from = progress.next;
             let mut bytes = 0;
-            let mut entries = Vec::new();
-            for entry in self.log.entries_from(from, usize::MAX) {
-                let size = entry_bytes(entry);
-                if !entries.is_empty() && bytes + size > budget {
+            let mut count = 0;
+            for (_, size) in self.log.sized_from(from) {
+                if count > 0 && bytes + size > budget {
                     break;
                 }
                 bytes += size;
-                entries.push(entry.clone());
+                count += 1;
             }
-            progress.next = from + entries.len() as u64;
+            progress.next = from + count as u64;
             let resend_ms = if bytes > budget {
                 // Too large for a datagram: it goes over TCP, and resending
                 // it early would only queue another copy behind it.
@@ -133,15 +131,55 @@ impl Core {
                 term: self.log.term_at(from - 1).unwrap_or(0),
                 version: from - 1,
             };
-            self.send(
-                addr,
-                Message::Append(Append {
-                    prev,
-                    commit,
-                    seq,
-                    entries,
-                }),
+            let key = AppendKey {
+                term: self.term,
+                prev,
+                commit,
+                seq,
+                last: from + count as u64 - 1,
+            };
+            if let Some((cached, frame)) = &self.append_cache {
+                if *cached == key && addr != self.cfg.addr {
+                    let bytes = frame.clone();
+                    self.transmits.push_back(Transmit {
+                        to: addr,
+                        bytes,
+                        stream: true,
+                    });
+                    return;
+                }
+            }
+            if addr == self.cfg.addr {
+                return;
+            }
+            // The entries are encoded from the log, not copied out of it.
+            let append = AppendRef {
+                prev,
+                commit,
+                seq,
+                entries: self
+                    .log
+                    .sized_from(from)
+                    .take(count)
+                    .map(|(e, _)| e)
+                    .collect(),
+            };
+            let sender = (
+                self.id.unwrap_or(NodeId::UNASSIGNED),
+                self.member_generation(),
             );
+            let encoded = super::encode(
+                &self.cfg,
+                &mut self.scratch,
+                sender,
+                self.term,
+                Kind::Append,
+                &append,
+            );
+            if let Some((frame, true)) = &encoded {
+                self.append_cache = Some((key, frame.clone()));
+            }
+            self.queue(addr, encoded);
         } else if heartbeat {
             self.send(addr, Message::Heartbeat(Heartbeat { last, commit, seq }));
         }
@@ -234,7 +272,9 @@ impl Core {
         let mut membership_changed = false;
         while self.commit < version {
             let next = self.commit + 1;
-            let Some(entry) = self.log.entry(next).cloned() else {
+            // Shared with the log: applying copies only what the state
+            // keeps.
+            let Some(entry) = self.log.shared(next).cloned() else {
                 break;
             };
             let removed = match &entry.change {
@@ -254,7 +294,7 @@ impl Core {
             self.events.push_back(Event::Applied {
                 version: next,
                 term: entry.term,
-                change: entry.change,
+                change: SharedChange::new(entry),
             });
         }
         let keep = self.cfg.log_tail_entries_max as u64;
@@ -357,14 +397,13 @@ impl Core {
             mut prev,
             commit,
             seq,
-            entries,
+            mut entries,
         } = append;
-        let mut entries = &entries[..];
         let reply_version = prev.version + entries.len() as u64;
         if prev.version < self.commit {
             // Committed changes match the leader's: skip them.
             let skip = (self.commit - prev.version).min(entries.len() as u64) as usize;
-            entries = &entries[skip..];
+            entries.drain(..skip);
             prev = LogId {
                 term: self.log.term_at(prev.version + skip as u64).unwrap_or(0),
                 version: prev.version + skip as u64,
@@ -380,7 +419,7 @@ impl Core {
             return;
         }
         let mut membership_touched = false;
-        for (i, entry) in entries.iter().enumerate() {
+        for (i, entry) in entries.into_iter().enumerate() {
             let version = prev.version + 1 + i as u64;
             match self.log.term_at(version) {
                 Some(term) if term == entry.term => continue,
@@ -393,7 +432,7 @@ impl Core {
                 None => {}
             }
             membership_touched |= is_membership(&entry.change);
-            self.log_push(entry.clone());
+            self.log_push(entry);
         }
         if membership_touched {
             self.recompute_config();
@@ -445,23 +484,23 @@ impl Core {
         );
     }
 
-    pub(super) fn install_snapshot(&mut self, now: Millis, snapshot: Snapshot) {
-        if snapshot.last.version <= self.commit || matches!(self.role, RoleState::Leader(_)) {
+    pub(super) fn install_snapshot(&mut self, now: Millis, snapshot: PreparedSnapshot) {
+        let PreparedSnapshot { last, state } = snapshot;
+        if last.version <= self.commit || matches!(self.role, RoleState::Leader(_)) {
             return;
         }
-        if snapshot.generation != self.state.generation {
+        if state.generation != self.state.generation {
             // Another cluster's state: installing it would merge two
             // histories that merely share version numbers.
             self.metrics.dropped_foreign_generation += 1;
             return;
         }
-        let last = snapshot.last;
         if self.log.term_at(last.version) == Some(last.term) {
             self.log.compact_to(last.version);
         } else {
             self.log.reset(last);
         }
-        self.state = super::state::State::from_snapshot(snapshot);
+        self.state = state;
         self.commit = last.version;
         // Log records on disk may now contradict the state: replace all.
         self.image_pending = self.cfg.durable;
@@ -594,10 +633,7 @@ impl Core {
         if let Some(error) = oversized {
             return Err(error);
         }
-        let bytes = entry_bytes(&Entry {
-            term: self.term,
-            change: change.clone(),
-        });
+        let bytes = super::log::entry_bytes(self.term, change);
         let limit = self
             .cfg
             .stream_frame_bytes_max
@@ -634,8 +670,13 @@ impl Core {
     }
 
     /// The difference between the map as the log will leave it (committed
-    /// state plus uncommitted changes) and `target`.
-    pub(super) fn diff_to_tail(&self, target: &BTreeMap<String, String>) -> Change {
+    /// state plus uncommitted changes) and `target`: the pairs of `target`
+    /// to set and the keys to remove, each sorted by key. Where `target`
+    /// shares structure with the state (a map derived from
+    /// [`Core::map`]), only the parts that differ are visited; otherwise
+    /// one comparison pass without allocation. Only the changed pairs are
+    /// copied.
+    pub(super) fn diff_to_tail(&self, target: &Map) -> Change {
         let mut overlay: BTreeMap<&str, Option<&str>> = BTreeMap::new();
         for (_, entry) in self.log.after(self.commit) {
             match &entry.change {
@@ -656,29 +697,44 @@ impl Core {
                 _ => {}
             }
         }
-        let tail = |key: &str| -> Option<&str> {
-            match overlay.get(key) {
-                Some(value) => *value,
-                None => self.state.map.get(key).map(String::as_str),
+        let mut set = Vec::new();
+        let mut remove = Vec::new();
+        // Keys the uncommitted changes leave alone: the committed value is
+        // the tail's.
+        for item in self.state.map.diff(target) {
+            let (key, wanted) = match item {
+                DiffItem::Add(key, value) => (key, Some(value)),
+                DiffItem::Update { new, .. } => (new.0, Some(new.1)),
+                DiffItem::Remove(key, _) => (key, None),
+            };
+            if overlay.contains_key(key.as_str()) {
+                continue;
             }
-        };
-        let set = target
-            .iter()
-            .filter(|(k, v)| tail(k) != Some(v.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let present = self
-            .state
-            .map
-            .keys()
-            .map(String::as_str)
-            .chain(overlay.keys().copied());
-        let mut remove: Vec<String> = present
-            .filter(|k| tail(k).is_some() && !target.contains_key(*k))
-            .map(str::to_owned)
-            .collect();
-        remove.sort_unstable();
-        remove.dedup();
+            match wanted {
+                Some(value) => set.push((key.clone(), value.clone())),
+                None => remove.push(key.clone()),
+            }
+        }
+        // Keys the uncommitted changes touch.
+        let mut overlay_set = Vec::new();
+        let mut overlay_remove = Vec::new();
+        for (key, tail) in overlay {
+            match (tail, target.get(key)) {
+                (tail, Some(value)) if tail != Some(value.as_str()) => {
+                    overlay_set.push((key.to_owned(), value.clone()))
+                }
+                (Some(_), None) => overlay_remove.push(key.to_owned()),
+                _ => {}
+            }
+        }
+        if !overlay_set.is_empty() {
+            set.append(&mut overlay_set);
+            set.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+        if !overlay_remove.is_empty() {
+            remove.append(&mut overlay_remove);
+            remove.sort_unstable();
+        }
         Change::Replace { set, remove }
     }
 }

@@ -3,13 +3,21 @@
 
 use std::collections::BTreeMap;
 
-use crate::wire::{Change, LogId, Member, NodeId, Snapshot};
+#[cfg(test)]
+use crate::wire::LogId;
+use crate::wire::{Change, Member, NodeId, Snapshot};
+
+/// The data map: persistent, so that a snapshot of it (for readers, for a
+/// peer catching up, for a diff against a map derived from it) is a
+/// pointer copy, and two maps that share structure are compared in time
+/// proportional to where they differ.
+pub type Map = imbl::OrdMap<String, String>;
 
 /// The committed state.
 #[derive(Debug, Clone, Default)]
 pub struct State {
     /// The data map.
-    pub map: BTreeMap<String, String>,
+    pub map: Map,
     /// The members, by id.
     pub members: BTreeMap<NodeId, Member>,
     /// The next id to give a joining member; ids are never reused.
@@ -25,11 +33,18 @@ pub struct State {
 /// Hash of one key/value pair (FNV-1a, then a final mix), combined with
 /// XOR into [`State::digest`].
 fn pair_hash(key: &str, value: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in key.bytes().chain([0xff]).chain(value.bytes()) {
-        h ^= u64::from(byte);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    // Plain loops over the bytes (key, 0xff, value): the same hash as one
+    // chained iterator, several times faster where not optimised.
+    fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+        for &byte in bytes {
+            h ^= u64::from(byte);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
     }
+    let h = fnv(0xcbf2_9ce4_8422_2325, key.as_bytes());
+    let mut h = fnv(h, &[0xff]);
+    h = fnv(h, value.as_bytes());
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^ (h >> 33)
@@ -84,6 +99,7 @@ impl State {
     }
 
     /// The state as a snapshot taken at `last`.
+    #[cfg(test)]
     pub fn to_snapshot(&self, last: LogId) -> Snapshot {
         Snapshot {
             generation: self.generation,

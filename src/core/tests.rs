@@ -304,12 +304,24 @@ fn update_replicates_the_difference_and_replaces_the_map() {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    net.command(0, 1, Command::Update { map: map.clone() });
+    net.command(
+        0,
+        1,
+        Command::Update {
+            map: map.clone().into(),
+        },
+    );
     net.run(100);
     let mut next = map.clone();
     next.remove("a");
     next.insert("c".into(), "3".into());
-    net.command(0, 2, Command::Update { map: next.clone() });
+    net.command(
+        0,
+        2,
+        Command::Update {
+            map: next.clone().into(),
+        },
+    );
     let change = net
         .core(0)
         .entry(net.core(0).last_log_id().version)
@@ -325,7 +337,7 @@ fn update_replicates_the_difference_and_replaces_the_map() {
     );
     net.run(100);
     for i in 0..3 {
-        assert_eq!(net.core(i).map(), &next);
+        assert_eq!(net.core(i).map(), &Map::from(&next));
     }
 }
 
@@ -556,7 +568,7 @@ fn oversized_keys_and_values_are_refused_and_change_nothing() {
     ));
     let key = "k".repeat(net.core(0).cfg.key_bytes_max + 1);
     let map = BTreeMap::from([(key, "v".to_string())]);
-    net.command(0, 2, Command::Update { map });
+    net.command(0, 2, Command::Update { map: map.into() });
     assert!(matches!(
         net.done.get(&2),
         Some(Err(RequestError::TooLarge { .. }))

@@ -1,8 +1,8 @@
 //! What goes in and out of the core: commands, events, transmits, roles,
 //! and the errors a request can end with.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -67,8 +67,9 @@ pub enum Command {
     },
     /// Make the map exactly `map` (replicated as the difference).
     Update {
-        /// The new map.
-        map: BTreeMap<String, String>,
+        /// The new map. A map derived from [`super::Core::map`] shares its
+        /// structure, and is compared in time proportional to the change.
+        map: super::Map,
     },
     /// Confirm with a quorum that this node's state is current; done when
     /// the node has applied at least the confirmed version.
@@ -150,7 +151,7 @@ pub enum Event {
         /// Its term.
         term: u64,
         /// What it changed.
-        change: Change,
+        change: SharedChange,
     },
     /// A snapshot replaced the state.
     SnapshotInstalled {
@@ -174,6 +175,46 @@ pub enum Event {
     },
     /// This node is no longer a member (it left or was removed).
     Left,
+}
+
+/// A committed change as [`Event::Applied`] hands it out: shared with the
+/// log, so that reporting a large change copies nothing. Derefs to the
+/// [`Change`].
+#[derive(Clone)]
+pub struct SharedChange(Arc<Entry>);
+
+impl PartialEq for SharedChange {
+    fn eq(&self, other: &SharedChange) -> bool {
+        self.0.change == other.0.change
+    }
+}
+
+impl Eq for SharedChange {}
+
+impl std::hash::Hash for SharedChange {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.change.hash(state);
+    }
+}
+
+impl SharedChange {
+    pub(crate) fn new(entry: Arc<Entry>) -> SharedChange {
+        SharedChange(entry)
+    }
+}
+
+impl std::ops::Deref for SharedChange {
+    type Target = Change;
+
+    fn deref(&self) -> &Change {
+        &self.0.change
+    }
+}
+
+impl std::fmt::Debug for SharedChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.change.fmt(f)
+    }
 }
 
 /// A frame to send. `bytes` is a whole encoded frame; over TCP (`stream`)

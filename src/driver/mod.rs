@@ -7,7 +7,7 @@ pub(crate) use replay::unix_ms;
 pub(crate) mod stream_io;
 mod tcp;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -19,14 +19,20 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::Config;
-use crate::core::{Command, Core, Event, Persist, RequestError, RequestId};
+use crate::core::{
+    Command, Core, Event, Persist, PreparedSnapshot, RequestError, RequestId, SnapshotSource,
+};
 use crate::error::Error;
 use crate::node::{Metrics, Status};
 use crate::storage::{DataDir, StorageError};
-use crate::wire::{DecodeReason, Keyring, Snapshot};
+use crate::wire::{DecodeReason, Frame, Keyring};
 
-/// The committed map as handed to readers: shared, never copied per reader.
-pub type SharedMap = Arc<BTreeMap<String, String>>;
+/// The committed map as handed to readers: a persistent (immutable,
+/// structure-sharing) ordered map, so a snapshot is a pointer copy and
+/// never a copy of the data. Derive a new map from it (`insert`, `remove`)
+/// and pass it to [`crate::Node::update`]: the node then compares only
+/// the parts that differ.
+pub type SharedMap = crate::core::Map;
 
 /// What handles and connection tasks send to the node's task.
 pub(crate) enum Inbound {
@@ -42,16 +48,19 @@ pub(crate) enum Inbound {
     Metrics {
         reply: oneshot::Sender<Metrics>,
     },
-    /// A protocol frame that arrived over TCP.
+    /// A protocol frame that arrived over TCP, decoded (and its tag
+    /// checked) by the connection task; `bytes` long.
     StreamFrame {
         from: SocketAddr,
-        bytes: Vec<u8>,
+        frame: Frame,
+        bytes: usize,
     },
-    /// A snapshot fetched from a peer.
-    Snapshot(Snapshot),
-    /// A peer asks for our snapshot.
+    /// A snapshot fetched from a peer, made into a state by the task that
+    /// fetched it.
+    Snapshot(PreparedSnapshot),
+    /// A peer asks for our snapshot: the connection task builds it.
     ServeSnapshot {
-        reply: oneshot::Sender<Snapshot>,
+        reply: oneshot::Sender<SnapshotSource>,
     },
     /// New cluster keys, for the core and the TCP connections.
     SetKeys {
@@ -68,6 +77,14 @@ pub(crate) struct LocalRead {
     pub map: Option<SharedMap>,
 }
 
+/// What woke the node's task.
+enum Wake {
+    Inbound(Option<Inbound>),
+    Datagram(std::io::Result<(usize, SocketAddr)>),
+    Accepted(std::io::Result<(tokio::net::TcpStream, SocketAddr)>),
+    Timer,
+}
+
 /// Counters of the driver itself (the core counts the protocol).
 #[derive(Debug, Default)]
 pub(crate) struct DriverCounters {
@@ -79,6 +96,9 @@ pub(crate) struct DriverCounters {
     pub snapshots_served: AtomicU64,
     pub snapshots_fetched: AtomicU64,
     pub snapshot_fetch_errors: AtomicU64,
+    /// The longest time one turn of the node's loop took, from the input
+    /// that woke it to the end of the drain, in microseconds.
+    pub loop_busy_us_max: AtomicU64,
     /// TCP frames refused by the decoder (the core counts the rest), by
     /// [`DecodeReason::index`].
     pub decode_errors: [AtomicU64; DecodeReason::ALL.len()],
@@ -212,7 +232,6 @@ pub(crate) async fn spawn(
         next_request: 1,
         status_tx,
         data_tx: data_tx.clone(),
-        data_cache: None,
         peers: HashMap::new(),
         conn_slots: Arc::new(Semaphore::new(cfg.tcp_connections_max)),
         fetching: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -258,8 +277,6 @@ struct Driver {
     next_request: RequestId,
     status_tx: watch::Sender<Status>,
     data_tx: Arc<watch::Sender<SharedMap>>,
-    /// The map as last handed out, while the commit has not moved.
-    data_cache: Option<(u64, SharedMap)>,
     /// Outbound TCP streams for frames too large for a datagram.
     peers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
     conn_slots: Arc<Semaphore>,
@@ -296,23 +313,31 @@ impl Driver {
                 .map(|ms| self.start + Duration::from_millis(ms));
             let sleep_until =
                 deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-            tokio::select! {
-                message = inbox.recv() => match message {
-                    None | Some(Inbound::Stop) => break,
-                    Some(message) => self.on_inbound(message),
-                },
-                received = udp.recv_from(&mut buf) => match received {
-                    Ok((len, from)) => {
-                        let now = self.now();
-                        self.core.handle_datagram(now, from, &buf[..len]);
-                    }
-                    // ICMP errors of earlier sends surface here on some
-                    // systems: count them, keep going.
-                    Err(_) => {
-                        self.shared.counters.send_errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                },
-                accepted = tcp.accept() => {
+            let woke = tokio::select! {
+                message = inbox.recv() => Wake::Inbound(message),
+                received = udp.recv_from(&mut buf) => Wake::Datagram(received),
+                accepted = tcp.accept() => Wake::Accepted(accepted),
+                _ = tokio::time::sleep_until(sleep_until.into()) => Wake::Timer,
+            };
+            // From here to the end of the drain the node does not listen:
+            // the longest such stretch is reported.
+            let busy = Instant::now();
+            match woke {
+                Wake::Inbound(None | Some(Inbound::Stop)) => break,
+                Wake::Inbound(Some(message)) => self.on_inbound(message),
+                Wake::Datagram(Ok((len, from))) => {
+                    let now = self.now();
+                    self.core.handle_datagram(now, from, &buf[..len]);
+                }
+                // ICMP errors of earlier sends surface here on some
+                // systems: count them, keep going.
+                Wake::Datagram(Err(_)) => {
+                    self.shared
+                        .counters
+                        .send_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Wake::Accepted(accepted) => {
                     if let Ok((stream, peer)) = accepted {
                         match self.conn_slots.clone().try_acquire_owned() {
                             Ok(permit) => {
@@ -322,12 +347,15 @@ impl Driver {
                                 );
                             }
                             Err(_) => {
-                                self.shared.counters.tcp_rejected.fetch_add(1, Ordering::Relaxed);
+                                self.shared
+                                    .counters
+                                    .tcp_rejected
+                                    .fetch_add(1, Ordering::Relaxed);
                             }
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(sleep_until.into()) => {
+                Wake::Timer => {
                     let now = self.now();
                     self.core.handle_timeout(now);
                 }
@@ -336,6 +364,11 @@ impl Driver {
                 break;
             }
             drained = self.drain();
+            let busy_us = u64::try_from(busy.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.shared
+                .counters
+                .loop_busy_us_max
+                .fetch_max(busy_us, Ordering::Relaxed);
         }
         if let Err(error) = drained {
             // Going on would mean sending what is not on disk.
@@ -420,16 +453,16 @@ impl Driver {
                     self.storage.as_ref().map(DataDir::counters),
                 ));
             }
-            Inbound::StreamFrame { from, bytes } => {
-                self.core.handle_stream_frame(now, from, &bytes)
-            }
+            Inbound::StreamFrame { from, frame, bytes } => self
+                .core
+                .handle_decoded_stream_frame(now, from, frame, bytes),
             Inbound::Snapshot(snapshot) => {
-                let last = snapshot.last;
-                self.core.handle_snapshot(now, snapshot);
+                let last = snapshot.last();
+                self.core.handle_prepared_snapshot(now, snapshot);
                 info!(version = last.version, "snapshot installed");
             }
             Inbound::ServeSnapshot { reply } => {
-                let _ = reply.send(self.core.snapshot());
+                let _ = reply.send(self.core.snapshot_source());
             }
             Inbound::SetKeys { keys, reply } => {
                 match &keys {
@@ -444,16 +477,8 @@ impl Driver {
         }
     }
 
-    fn shared_map(&mut self) -> SharedMap {
-        let commit = self.core.commit();
-        match &self.data_cache {
-            Some((version, map)) if *version == commit => map.clone(),
-            _ => {
-                let map: SharedMap = Arc::new(self.core.map().clone());
-                self.data_cache = Some((commit, map.clone()));
-                map
-            }
-        }
+    fn shared_map(&self) -> SharedMap {
+        self.core.map().clone()
     }
 
     /// Takes everything the core has to say: what must be durable first
@@ -572,7 +597,8 @@ impl Driver {
                             .counters
                             .snapshots_fetched
                             .fetch_add(1, Ordering::Relaxed);
-                        let _ = shared.inbox.send(Inbound::Snapshot(snapshot)).await;
+                        let prepared = PreparedSnapshot::new(snapshot);
+                        let _ = shared.inbox.send(Inbound::Snapshot(prepared)).await;
                     }
                     Err(error) => {
                         shared

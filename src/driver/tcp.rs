@@ -96,7 +96,7 @@ pub(super) async fn serve(
                     .counters
                     .snapshots_served
                     .fetch_add(1, Ordering::Relaxed);
-                Some(Message::Snapshot(snapshot))
+                Some(Message::Snapshot(snapshot.into_snapshot()))
             }
             Message::ClientRequest(request) => {
                 let request_id = request.request_id;
@@ -109,12 +109,18 @@ pub(super) async fn serve(
                     reply,
                 }))
             }
-            Message::Append(_) => {
-                // A batch too large for a datagram: the core takes it as it
-                // would a datagram.
+            Message::Append(append) => {
+                // A batch too large for a datagram, decoded here rather than
+                // on the node's task: the core takes it as it would a
+                // datagram.
                 let message = Inbound::StreamFrame {
                     from: peer,
-                    bytes: body,
+                    frame: Frame {
+                        message: Message::Append(append),
+                        tag: None,
+                        ..frame
+                    },
+                    bytes: body.len(),
                 };
                 if shared.inbox.send(message).await.is_err() {
                     return;

@@ -19,6 +19,8 @@
 use bytes::{BufMut, BytesMut};
 
 use super::auth::{ClusterKey, Keyring, TAG_BYTES};
+use serde::Serialize;
+
 use super::message::{with_payload, Kind, Message, NodeId};
 use super::{varint, DecodeError, EncodeError};
 
@@ -147,68 +149,14 @@ impl Frame {
         frame_bytes_max: usize,
         tag: TagSource<'_>,
     ) -> Result<usize, EncodeError> {
-        let tag_len = match tag {
-            TagSource::None => None,
-            TagSource::Given(tag) => {
-                if !(TAG_BYTES_MIN..=TAG_BYTES_MAX).contains(&tag.len()) {
-                    return Err(EncodeError::BadTagLength {
-                        len: tag.len(),
-                        min: TAG_BYTES_MIN,
-                        max: TAG_BYTES_MAX,
-                    });
-                }
-                Some(tag.len())
-            }
-            TagSource::Sign(_) => Some(TAG_BYTES),
+        let head = FrameHead {
+            cluster_id: self.cluster_id,
+            generation: self.generation,
+            sender: self.sender,
+            term: self.term,
         };
         let payload_len = self.message.payload_len();
-        let len = self.encoded_len_with(payload_len, tag_len);
-        if len > frame_bytes_max {
-            return Err(EncodeError::TooLarge {
-                len,
-                limit: frame_bytes_max,
-            });
-        }
-        let start = out.len();
-        out.reserve(len);
-        out.put_slice(&MAGIC);
-        out.put_u8(WIRE_VERSION);
-        out.put_u8(self.message.kind() as u8);
-        let mut flags = 0;
-        if tag_len.is_some() {
-            flags |= FLAG_TAGGED;
-        }
-        if self.generation.is_some() {
-            flags |= FLAG_GENERATION;
-        }
-        out.put_u8(flags);
-        out.put_u32(self.cluster_id);
-        if let Some(generation) = self.generation {
-            out.put_u64(generation);
-        }
-        varint::put_u64(out, u64::from(self.sender.0));
-        varint::put_u64(out, self.term);
-        varint::put_u64(out, payload_len as u64);
-        let payload_start = out.len();
-        let written = with_payload!(&self.message, p => postcard::serialize_with_flavor(p, super::payload::AppendTo(out)));
-        debug_assert!(written.is_ok(), "payload types always serialize");
-        debug_assert_eq!(out.len() - payload_start, payload_len);
-        match tag {
-            TagSource::None => {}
-            TagSource::Given(tag) => {
-                out.put_slice(tag);
-                out.put_u8(tag.len() as u8);
-            }
-            TagSource::Sign(key) => {
-                let tag = super::auth::sign(key, &out[start..]);
-                out.put_slice(&tag);
-                out.put_u8(TAG_BYTES as u8);
-            }
-        }
-        let crc = crc32fast::hash(&out[start..]);
-        out.put_u32(crc);
-        debug_assert_eq!(out.len() - start, len);
-        Ok(len)
+        with_payload!(&self.message, p => encode_parts(&head, self.message.kind(), p, payload_len, out, frame_bytes_max, tag))
     }
 
     /// Encodes into a fresh buffer.
@@ -225,6 +173,139 @@ enum TagSource<'a> {
     None,
     Given(&'a [u8]),
     Sign(&'a ClusterKey),
+}
+
+/// The header fields of a frame other than its kind and payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHead {
+    /// The cluster the frame belongs to.
+    pub cluster_id: u32,
+    /// The sender's cluster generation, when it is a member.
+    pub generation: Option<u64>,
+    /// The sending member.
+    pub sender: NodeId,
+    /// The sender's current term.
+    pub term: u64,
+}
+
+impl FrameHead {
+    /// Exact size of a frame with a payload of `payload_len` bytes, signed
+    /// with `keys` as [`encode_payload_signed`] does.
+    pub fn signed_len(&self, payload_len: usize, keys: Option<&Keyring>) -> usize {
+        frame_len(self, payload_len, signing_key(keys).map(|_| TAG_BYTES))
+    }
+}
+
+fn frame_len(head: &FrameHead, payload_len: usize, tag_len: Option<usize>) -> usize {
+    FIXED_HEADER_BYTES
+        + head.generation.map_or(0, |_| GENERATION_BYTES)
+        + varint::len_u64(u64::from(head.sender.0))
+        + varint::len_u64(head.term)
+        + varint::len_u64(payload_len as u64)
+        + payload_len
+        + tag_len.map_or(0, |len| len + 1)
+        + CHECKSUM_BYTES
+}
+
+/// Bytes of `payload` encoded: one pass that counts, and copies nothing.
+pub fn payload_len<P: Serialize + ?Sized>(payload: &P) -> usize {
+    postcard::serialize_with_flavor(payload, postcard::ser_flavors::Size::default())
+        .unwrap_or(usize::MAX)
+}
+
+/// Appends a frame of `kind` whose payload is `payload` (of `payload_len`
+/// bytes, from [`payload_len`]), signed as [`Frame::encode_signed`] does.
+/// For a sender that holds the payload's parts borrowed (a leader's log
+/// entries, in [`super::AppendRef`]): the bytes are those of the owned
+/// message, without building it. `payload` must serialize as the payload
+/// type of `kind` does.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_payload_signed<P: Serialize + ?Sized>(
+    head: &FrameHead,
+    kind: Kind,
+    payload: &P,
+    payload_len: usize,
+    out: &mut BytesMut,
+    frame_bytes_max: usize,
+    keys: Option<&Keyring>,
+) -> Result<usize, EncodeError> {
+    let tag = match signing_key(keys) {
+        Some(key) => TagSource::Sign(key),
+        None => TagSource::None,
+    };
+    encode_parts(head, kind, payload, payload_len, out, frame_bytes_max, tag)
+}
+
+fn encode_parts<P: Serialize + ?Sized>(
+    head: &FrameHead,
+    kind: Kind,
+    payload: &P,
+    payload_len: usize,
+    out: &mut BytesMut,
+    frame_bytes_max: usize,
+    tag: TagSource<'_>,
+) -> Result<usize, EncodeError> {
+    let tag_len = match tag {
+        TagSource::None => None,
+        TagSource::Given(tag) => {
+            if !(TAG_BYTES_MIN..=TAG_BYTES_MAX).contains(&tag.len()) {
+                return Err(EncodeError::BadTagLength {
+                    len: tag.len(),
+                    min: TAG_BYTES_MIN,
+                    max: TAG_BYTES_MAX,
+                });
+            }
+            Some(tag.len())
+        }
+        TagSource::Sign(_) => Some(TAG_BYTES),
+    };
+    let len = frame_len(head, payload_len, tag_len);
+    if len > frame_bytes_max {
+        return Err(EncodeError::TooLarge {
+            len,
+            limit: frame_bytes_max,
+        });
+    }
+    let start = out.len();
+    out.reserve(len);
+    out.put_slice(&MAGIC);
+    out.put_u8(WIRE_VERSION);
+    out.put_u8(kind as u8);
+    let mut flags = 0;
+    if tag_len.is_some() {
+        flags |= FLAG_TAGGED;
+    }
+    if head.generation.is_some() {
+        flags |= FLAG_GENERATION;
+    }
+    out.put_u8(flags);
+    out.put_u32(head.cluster_id);
+    if let Some(generation) = head.generation {
+        out.put_u64(generation);
+    }
+    varint::put_u64(out, u64::from(head.sender.0));
+    varint::put_u64(out, head.term);
+    varint::put_u64(out, payload_len as u64);
+    let payload_start = out.len();
+    let written = postcard::serialize_with_flavor(payload, super::payload::AppendTo(out));
+    debug_assert!(written.is_ok(), "payload types always serialize");
+    debug_assert_eq!(out.len() - payload_start, payload_len);
+    match tag {
+        TagSource::None => {}
+        TagSource::Given(tag) => {
+            out.put_slice(tag);
+            out.put_u8(tag.len() as u8);
+        }
+        TagSource::Sign(key) => {
+            let tag = super::auth::sign(key, &out[start..]);
+            out.put_slice(&tag);
+            out.put_u8(TAG_BYTES as u8);
+        }
+    }
+    let crc = crc32fast::hash(&out[start..]);
+    out.put_u32(crc);
+    debug_assert_eq!(out.len() - start, len);
+    Ok(len)
 }
 
 fn signing_key(keys: Option<&Keyring>) -> Option<&ClusterKey> {

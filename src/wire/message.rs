@@ -179,6 +179,21 @@ pub struct Append {
     pub entries: Vec<Entry>,
 }
 
+/// An [`Append`] whose entries are borrowed: it encodes to the same bytes
+/// (see [`super::encode_payload_signed`]), so that a leader sends entries
+/// of its log without copying them.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppendRef<'a> {
+    /// The change just before the first of `entries`.
+    pub prev: LogId,
+    /// The highest committed version.
+    pub commit: u64,
+    /// Round, echoed in the ack.
+    pub seq: u64,
+    /// The changes, at versions `prev.version + 1 ..`.
+    pub entries: Vec<&'a Entry>,
+}
+
 /// Follower to leader, in answer to an [`Append`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct AppendAck {

@@ -17,9 +17,9 @@ pub use auth::{
 };
 pub use error::{DecodeError, DecodeReason, EncodeError};
 pub use frame::{
-    decode_frame, decode_frame_keyed, DecodeLimits, Frame, CHECKSUM_BYTES,
-    DATAGRAM_BYTES_MAX_DEFAULT, FIXED_HEADER_BYTES, FLAGS_KNOWN, FLAG_TAGGED, FRAME_BYTES_MIN,
-    MAGIC, TAG_BYTES_MAX, TAG_BYTES_MIN, WIRE_VERSION,
+    decode_frame, decode_frame_keyed, encode_payload_signed, payload_len, DecodeLimits, Frame,
+    FrameHead, CHECKSUM_BYTES, DATAGRAM_BYTES_MAX_DEFAULT, FIXED_HEADER_BYTES, FLAGS_KNOWN,
+    FLAG_TAGGED, FRAME_BYTES_MIN, MAGIC, TAG_BYTES_MAX, TAG_BYTES_MIN, WIRE_VERSION,
 };
 pub use message::*;
 pub use stream::{

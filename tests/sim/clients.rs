@@ -35,7 +35,7 @@ impl Op {
                 value: value.clone(),
             },
             Op::Remove { key } => Command::Remove { key: key.clone() },
-            Op::Update { map } => Command::Update { map: map.clone() },
+            Op::Update { map } => Command::Update { map: map.into() },
             Op::Read => Command::ReadLinearizable,
             Op::Leave { .. } => Command::Leave,
             Op::Transfer => Command::TransferLeadership,

@@ -9,7 +9,7 @@ use simple_raft::core::Core;
 use simple_raft::wire::{Change, LogId};
 
 use super::model::{members_hash, History};
-use super::trace::hash_of;
+use super::trace::{hash_of, pairs_hash};
 
 /// What the checker remembers about one incarnation of one node.
 #[derive(Debug, Default)]
@@ -305,7 +305,7 @@ impl Checker {
             ));
         }
         if let Some((state, map_hash, member_hash)) = self.history.state(commit) {
-            if hash_of(core.map()) != *map_hash {
+            if pairs_hash(core.map().iter()) != *map_hash {
                 return Err(format!(
                     "map at version {commit} is {:?}, the committed changes give {:?}",
                     core.map(),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use simple_raft::wire::{Change, Member, NodeId};
 
-use super::trace::hash_of;
+use super::trace::{hash_of, pairs_hash};
 
 /// The replicated state after a version, as this model computes it.
 #[derive(Debug, Clone, Default)]
@@ -56,7 +56,7 @@ impl State {
 
     /// Hash of the map (the core's digest uses its own function).
     pub fn map_hash(&self) -> u64 {
-        hash_of(&self.map)
+        pairs_hash(self.map.iter())
     }
 }
 

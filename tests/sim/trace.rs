@@ -35,6 +35,16 @@ pub fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
     h.finish()
 }
 
+/// Hash of a map's pairs in key order, whatever container holds them.
+pub fn pairs_hash<'a>(pairs: impl ExactSizeIterator<Item = (&'a String, &'a String)>) -> u64 {
+    let mut h = Fnv::default();
+    pairs.len().hash(&mut h);
+    for pair in pairs {
+        pair.hash(&mut h);
+    }
+    h.finish()
+}
+
 /// The running trace of one simulation.
 #[derive(Debug)]
 pub struct Trace {

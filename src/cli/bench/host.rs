@@ -9,7 +9,6 @@
 //! as the same member when restarted, and its directory is removed once the
 //! node is stopped.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,7 +18,7 @@ use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use simple_raft::wire::{ClientOp, ClientReply};
-use simple_raft::{Client, Config, Error, Node, State, Status};
+use simple_raft::{Client, Config, Error, Node, SharedMap, State, Status};
 
 use super::sample;
 
@@ -651,11 +650,7 @@ impl Member {
     }
 
     /// Replaces the whole map; returns the committed version.
-    pub async fn update(
-        &self,
-        map: &BTreeMap<String, String>,
-        timeout: Duration,
-    ) -> Result<u64, String> {
+    pub async fn update(&self, map: &SharedMap, timeout: Duration) -> Result<u64, String> {
         match &self.host {
             Host::Thread(host) => {
                 let node = host.node.as_ref().ok_or("the node has stopped")?;
@@ -676,11 +671,11 @@ impl Member {
     }
 
     /// Whether the node's local map is exactly `expected`.
-    pub async fn holds(&self, expected: &BTreeMap<String, String>) -> Result<bool, String> {
+    pub async fn holds(&self, expected: &SharedMap) -> Result<bool, String> {
         match &self.host {
             Host::Thread(host) => {
                 let node = host.node.as_ref().ok_or("the node has stopped")?;
-                Ok(*node.data().await.map_err(|e| e.to_string())? == *expected)
+                Ok(node.data().await.map_err(|e| e.to_string())? == *expected)
             }
             Host::Child(_) => {
                 let reply = Client::new(self.addr, 0)
