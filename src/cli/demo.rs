@@ -210,13 +210,13 @@ impl Demo {
         let first = self.start_node(Vec::new()).await?;
         let founder = self.slots[first].addr;
         self.say(&format!(
-            "node 1 listens on {founder} with nobody to join: it founds a cluster"
+            "node 1 listens on {founder} with nobody to join: it listens for a cluster that counts it as a member, then founds one"
         ))?;
         let status = self
             .wait_status(first, "win an election", |s| s.state == State::Leader)
             .await?;
         self.say(&format!(
-            "node 1 elected itself leader of term {} in {} ms: alone, it is its own majority",
+            "node 1 elected itself leader of term {} in {} ms: after listening, and alone it is its own majority",
             status.term,
             ms(started.elapsed())
         ))?;

@@ -212,6 +212,8 @@ struct ForwardedRead {
     deadline: Millis,
     /// When to ask the leader again if no answer came (a datagram lost).
     resend_at: Millis,
+    /// The leader it was last asked of: only its answer counts.
+    asked: NodeId,
 }
 
 /// One node's protocol state machine. See the module docs for the order
@@ -453,7 +455,10 @@ impl Core {
             config: BTreeMap::new(),
             joining: None,
             forwarded_reads: BTreeMap::new(),
-            next_forward_id: 1,
+            // Ids of forwarded reads start anywhere: an answer still on its
+            // way to the previous process at this address (which counted
+            // from the same place otherwise) matches no read of this one.
+            next_forward_id: Rng::new(seed ^ 0x5245_4144).next_u64() >> 1,
             leave: None,
             leaving: false,
             leave_sent_at: 0,
@@ -958,7 +963,7 @@ impl Core {
                     Message::TimeoutNow(_) => self.on_timeout_now(now, sender),
                     Message::Leave(_) => self.on_leave(now, sender),
                     Message::ReadIndexRequest(m) => self.on_read_index_request(now, from, m),
-                    Message::ReadIndexResponse(m) => self.on_read_index_response(now, m),
+                    Message::ReadIndexResponse(m) => self.on_read_index_response(now, sender, m),
                     Message::SnapshotRequest(_) | Message::Snapshot(_) => {
                         // Served and installed by the caller over TCP.
                         self.metrics.dropped_unexpected += 1;

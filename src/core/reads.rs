@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use super::{
     Core, ForwardedRead, Millis, PendingRead, ReadOrigin, RequestError, RequestId, RoleState,
 };
-use crate::wire::{Message, ReadIndexRequest, ReadIndexResponse};
+use crate::wire::{Message, NodeId, ReadIndexRequest, ReadIndexResponse};
 
 impl Core {
     pub(super) fn read_linearizable(&mut self, now: Millis, request: RequestId) {
@@ -16,7 +16,7 @@ impl Core {
         if let RoleState::Leader(_) = self.role {
             return self.leader_read(now, ReadOrigin::Local(request));
         }
-        let Some(leader) = self.leader() else {
+        let (Some(leader), Some((asked, _))) = (self.leader(), self.leader) else {
             return self.done(request, Err(RequestError::NotLeader { leader: None }));
         };
         if self.forwarded_reads.len() >= self.cfg.pending_requests_max {
@@ -28,7 +28,7 @@ impl Core {
             );
         }
         let request_id = self.next_forward_id;
-        self.next_forward_id += 1;
+        self.next_forward_id = self.next_forward_id.wrapping_add(1);
         self.forwarded_reads.insert(
             request_id,
             ForwardedRead {
@@ -36,6 +36,7 @@ impl Core {
                 index: None,
                 deadline: now + 2 * self.cfg.election_timeout_ms,
                 resend_at: now + self.read_resend_ms(),
+                asked,
             },
         );
         self.send(
@@ -150,10 +151,22 @@ impl Core {
         self.leader_read(now, ReadOrigin::Remote(from, request.request_id));
     }
 
-    pub(super) fn on_read_index_response(&mut self, _now: Millis, response: ReadIndexResponse) {
+    /// An answer counts only from the leader the read was asked of, for a
+    /// read of this process: matched by (responder, request id), with ids
+    /// that start at random in every process (see `Core::blank`).
+    pub(super) fn on_read_index_response(
+        &mut self,
+        _now: Millis,
+        sender: NodeId,
+        response: ReadIndexResponse,
+    ) {
         let Some(read) = self.forwarded_reads.get_mut(&response.request_id) else {
             return;
         };
+        if read.asked != sender {
+            self.metrics.dropped_unexpected += 1;
+            return;
+        }
         match response.index {
             Some(index) => {
                 read.index = Some(index);
@@ -200,12 +213,16 @@ impl Core {
         // A request or its answer lost on the way: ask again (any answer
         // comes after the read began, so any is good).
         let resend_ms = self.read_resend_ms();
+        let asked = self.leader.map(|(id, _)| id);
         let again: Vec<u64> = self
             .forwarded_reads
             .iter_mut()
             .filter(|(_, r)| r.index.is_none() && now >= r.resend_at)
             .map(|(id, r)| {
                 r.resend_at = now + resend_ms;
+                if let Some(asked) = asked {
+                    r.asked = asked;
+                }
                 *id
             })
             .collect();

@@ -752,3 +752,53 @@ fn a_core_without_a_data_directory_hands_out_nothing() {
     assert_eq!(core.poll_persist(), None);
     assert!(core.poll_event().is_some());
 }
+
+/// Raft thesis §6.4: a follower's read completes with the index its leader
+/// confirmed, and with no one else's: an answer from another member (or
+/// one meant for an earlier process at this address) with the same id is
+/// ignored.
+#[test]
+fn a_read_index_answer_counts_only_from_the_leader_it_was_asked_of() {
+    let mut net = Net::three_node_cluster();
+    let leader = net.leaders()[0];
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    net.command(follower, 77, Command::ReadLinearizable);
+    let limits = crate::wire::DecodeLimits::datagram(0);
+    let request_id = net
+        .queue
+        .iter()
+        .find_map(
+            |(_, _, t)| match crate::wire::decode_frame(&t.bytes, &limits).ok()?.message {
+                Message::ReadIndexRequest(r) => Some(r.request_id),
+                _ => None,
+            },
+        )
+        .expect("the follower asked its leader");
+    let core = net.core(other);
+    let forged = Frame::new(
+        0,
+        core.id().unwrap(),
+        core.term(),
+        Message::ReadIndexResponse(crate::wire::ReadIndexResponse {
+            request_id,
+            index: Some(0),
+        }),
+    )
+    .with_generation(core.generation());
+    let mut out = BytesMut::new();
+    forged.encode(&mut out, 1400).unwrap();
+    let now = net.now;
+    net.nodes[follower]
+        .as_mut()
+        .unwrap()
+        .handle_datagram(now, addr(other), &out);
+    net.drain(follower);
+    assert!(net.done.get(&77).is_none(), "completed by another's answer");
+    net.run(200);
+    assert!(
+        matches!(net.done.get(&77), Some(Ok(_))),
+        "{:?}",
+        net.done.get(&77)
+    );
+}
