@@ -794,7 +794,7 @@ fn a_read_index_answer_counts_only_from_the_leader_it_was_asked_of() {
         .unwrap()
         .handle_datagram(now, addr(other), &out);
     net.drain(follower);
-    assert!(net.done.get(&77).is_none(), "completed by another's answer");
+    assert!(!net.done.contains_key(&77), "completed by another's answer");
     net.run(200);
     assert!(
         matches!(net.done.get(&77), Some(Ok(_))),
