@@ -212,10 +212,17 @@ impl Cluster {
         }
     }
 
-    /// Restarts node `i` at its address, joining through the others.
+    /// Restarts node `i` with the command it was first started with, as an
+    /// operator restarts a service: the founder with no `--join` (it must
+    /// find the cluster it founded, never found another), the others
+    /// joining through the founder's address.
     fn restart(&mut self, i: usize) {
-        let others = self.others(i);
-        self.spawn(i, &others);
+        let join: Vec<u16> = if i == 0 {
+            Vec::new()
+        } else {
+            vec![self.ports[0]]
+        };
+        self.spawn(i, &join);
     }
 
     /// Panics if a node that should run has exited on its own, except
