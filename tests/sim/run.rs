@@ -225,13 +225,16 @@ impl Run {
                     && !self.stay_down.contains(&node)
                 {
                     // A wiped directory is a member's data lost: only while
-                    // every other node runs, so the cluster keeps a majority
-                    // that remembers (losing that is losing the data, which
-                    // no restart rule can undo).
+                    // every other node runs as a member (and is not about to
+                    // crash), so the cluster keeps a majority that remembers
+                    // (losing that is losing the data, which no restart rule
+                    // can undo).
                     let others_up = (0..self.sim.nodes.len()).all(|j| {
                         j == node
-                            || self.sim.nodes[j].status == Status::Up
                             || self.gone(&addr_of(j))
+                            || (self.sim.nodes[j].status == Status::Up
+                                && !self.sim.nodes[j].crash_on_write
+                                && self.sim.core(j).is_member())
                     });
                     if self.sim.nodes[node].durable
                         && others_up
