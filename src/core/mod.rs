@@ -12,7 +12,9 @@
 //!    held until everything it hands out is taken; the caller writes and
 //!    syncs it, then calls [`Core::handle_persisted`]), then
 //!    [`Core::poll_transmit`] and [`Core::poll_event`], and finally
-//!    [`Core::poll_timeout`] for the next deadline.
+//!    [`Core::poll_timeout`] for the next deadline. A leader's appends are
+//!    not held: a caller that drains [`Core::poll_transmit`] before it
+//!    writes lets the followers sync while the leader does.
 //!
 //! Randomness (the election timeouts) comes from a seed given to
 //! [`Core::new`], so a simulator can replay any run from one number.
@@ -272,6 +274,10 @@ pub struct Core {
     fetch_hint_at: Option<Millis>,
 
     transmits: VecDeque<Transmit>,
+    /// A leader's appends, which need nothing of what is being made
+    /// durable: sent while its own write and sync run (Raft thesis
+    /// §10.2.1), so a durable write costs one sync on the way, not two.
+    early_transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     metrics: CoreMetrics,
     scratch: BytesMut,
@@ -465,6 +471,7 @@ impl Core {
             clock: now,
             fetch_hint_at: None,
             transmits: VecDeque::new(),
+            early_transmits: VecDeque::new(),
             events: VecDeque::new(),
             metrics: CoreMetrics::default(),
             scratch: BytesMut::new(),
@@ -661,11 +668,18 @@ impl Core {
 
     /// The next frame to send. With `durable` set, nothing is returned
     /// while [`Core::poll_persist`] has something to hand out.
+    ///
+    /// A leader's appends are the exception: they carry entries and a
+    /// commit that do not depend on its own disk (it counts itself toward
+    /// a quorum only once synced), so they are returned at once, and the
+    /// caller sends them before it writes and syncs what `poll_persist`
+    /// hands out: the leader's sync and its followers' run side by side.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        if self.persist_outstanding() {
-            return None;
-        }
-        let transmit = self.transmits.pop_front()?;
+        let transmit = match self.early_transmits.pop_front() {
+            Some(transmit) => transmit,
+            None if self.persist_outstanding() => return None,
+            None => self.transmits.pop_front()?,
+        };
         self.metrics.frames_out += 1;
         self.metrics.bytes_out += transmit.bytes.len() as u64;
         Some(transmit)
@@ -1008,6 +1022,20 @@ impl Core {
         match encoded {
             Some((bytes, stream)) => self.transmits.push_back(Transmit { to, bytes, stream }),
             None => self.metrics.encode_errors += 1,
+        }
+    }
+
+    /// Queues a leader's append: ahead of what waits for the disk, unless
+    /// the term or vote is not on disk yet (then nothing of this term may
+    /// leave) or the state is being replaced by an image.
+    fn queue_append(&mut self, transmit: Transmit) {
+        let independent = matches!(self.role, RoleState::Leader(_))
+            && !self.hard_state_dirty
+            && !self.image_pending;
+        if independent {
+            self.early_transmits.push_back(transmit);
+        } else {
+            self.transmits.push_back(transmit);
         }
     }
 

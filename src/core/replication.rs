@@ -141,7 +141,7 @@ impl Core {
             if let Some((cached, frame)) = &self.append_cache {
                 if *cached == key && addr != self.cfg.addr {
                     let bytes = frame.clone();
-                    self.transmits.push_back(Transmit {
+                    self.queue_append(Transmit {
                         to: addr,
                         bytes,
                         stream: true,
@@ -179,7 +179,14 @@ impl Core {
             if let Some((frame, true)) = &encoded {
                 self.append_cache = Some((key, frame.clone()));
             }
-            self.queue(addr, encoded);
+            match encoded {
+                Some((bytes, stream)) => self.queue_append(Transmit {
+                    to: addr,
+                    bytes,
+                    stream,
+                }),
+                None => self.metrics.encode_errors += 1,
+            }
         } else if heartbeat {
             self.send(addr, Message::Heartbeat(Heartbeat { last, commit, seq }));
         }

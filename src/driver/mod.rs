@@ -484,6 +484,9 @@ impl Driver {
     /// Takes everything the core has to say: what must be durable first
     /// (written and synced), then frames and events.
     fn drain(&mut self) -> Result<(), StorageError> {
+        // A leader's appends need nothing of what is about to be synced:
+        // out first, so that followers sync while this node does.
+        self.send_ready();
         if let Some(dir) = &mut self.storage {
             // What becomes durable may commit (a lone voter), which may
             // change what must be durable (its own removal): a few rounds.
@@ -511,16 +514,7 @@ impl Driver {
                 dir.write_image(&self.core.durable_image())?;
             }
         }
-        while let Some(transmit) = self.core.poll_transmit() {
-            if transmit.stream {
-                self.send_stream(transmit.to, transmit.bytes);
-            } else if self.udp.try_send_to(&transmit.bytes, transmit.to).is_err() {
-                self.shared
-                    .counters
-                    .send_errors
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        self.send_ready();
         let mut commit_moved = false;
         while let Some(event) = self.core.poll_event() {
             match event {
@@ -556,6 +550,20 @@ impl Driver {
             self.data_tx.send_replace(map);
         }
         Ok(())
+    }
+
+    /// Sends every frame the core may send now.
+    fn send_ready(&mut self) {
+        while let Some(transmit) = self.core.poll_transmit() {
+            if transmit.stream {
+                self.send_stream(transmit.to, transmit.bytes);
+            } else if self.udp.try_send_to(&transmit.bytes, transmit.to).is_err() {
+                self.shared
+                    .counters
+                    .send_errors
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     fn send_stream(&mut self, to: SocketAddr, bytes: Bytes) {

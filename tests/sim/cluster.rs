@@ -417,6 +417,22 @@ impl Sim {
     /// Takes everything a handler call produced, routes it, and checks the
     /// node.
     pub(super) fn drain(&mut self, i: usize) {
+        // What may leave before the disk write (a leader's appends) leaves
+        // first, as the driver sends it: a crash in the middle of the write
+        // then finds it already on the network.
+        let mut early = Vec::new();
+        if self.nodes[i].durable {
+            let core = self.nodes[i].core.as_mut().expect("running");
+            while let Some(t) = core.poll_transmit() {
+                early.push(t);
+                if early.len() > OUTPUTS_PER_STEP_MAX {
+                    self.fail(i, "one handler call produced an unbounded output".into());
+                }
+            }
+        }
+        for t in early {
+            self.send(i, t);
+        }
         if self.nodes[i].durable && self.persist(i) {
             return;
         }
