@@ -175,7 +175,12 @@ impl Core {
 
     /// Ids are never reused: past every committed and pending member.
     fn next_member_id(&self) -> u32 {
-        let past_config = self.config.keys().map(|id| id.0 + 1).max().unwrap_or(1);
+        let past_config = self
+            .config
+            .keys()
+            .map(|id| id.0.saturating_add(1))
+            .max()
+            .unwrap_or(1);
         self.state.next_member_id.max(past_config).max(1)
     }
 
