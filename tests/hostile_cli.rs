@@ -120,3 +120,72 @@ fn a_burst_of_frames_at_the_largest_term_does_not_wedge_a_cluster() {
         assert!(status(port).is_some(), "node {port} answers");
     }
 }
+
+/// Opens `count` connections to `port` and holds them: every third
+/// announces a 64 MiB frame, sends a few bytes of it and stalls; the
+/// others send nothing.
+fn flood(port: u16, count: usize) -> Vec<std::net::TcpStream> {
+    use std::io::Write;
+    let mut held = Vec::with_capacity(count);
+    for i in 0..count {
+        let Ok(mut stream) = std::net::TcpStream::connect(addr(port)) else {
+            continue;
+        };
+        if i % 3 == 0 {
+            let announced = (64u32 << 20).to_be_bytes();
+            let _ = stream.write_all(&announced);
+            let _ = stream.write_all(b"SR\x01");
+        }
+        held.push(stream);
+    }
+    held
+}
+
+#[test]
+fn a_flood_of_idle_and_stalled_connections_does_not_lock_clients_out() {
+    let (ports, _procs) = three_nodes("flood");
+    let leader = wait_until("the leader", SETTLE, || {
+        ports
+            .iter()
+            .copied()
+            .find(|p| status(*p).is_some_and(|s| s["state"] == "leader"))
+    });
+    let follower = *ports.iter().find(|p| **p != leader).unwrap();
+    // Far more connections than the 64 slots, on the leader and on the
+    // follower a client writes through; all held open during the requests.
+    let held: Vec<_> = [leader, follower]
+        .iter()
+        .map(|port| flood(*port, 300))
+        .collect();
+    assert!(held.iter().all(|h| h.len() >= 250), "the flood connected");
+
+    // While the flood holds its connections, each request succeeds at its
+    // first attempt: through the follower (forwarded to the leader over
+    // TCP) and on the leader directly.
+    for (port, key) in [(follower, "through-follower"), (leader, "on-leader")] {
+        let put = cli(&[
+            "put",
+            "--node",
+            &addr(port),
+            key,
+            "yes",
+            "--timeout-ms",
+            "5000",
+        ]);
+        assert!(
+            put.ok() && put.stdout.starts_with("ok version="),
+            "{port}: {put:?}"
+        );
+        let status = cli(&[
+            "status",
+            "--node",
+            &addr(port),
+            "--json",
+            "--timeout-ms",
+            "5000",
+        ]);
+        assert!(status.json().is_some(), "{port}: {status:?}");
+    }
+    drop(held);
+    writes_commit_through_every_node(&ports, "after-flood");
+}

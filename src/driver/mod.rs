@@ -2,6 +2,7 @@
 //! listener on the same address, one timer, and a bounded inbox from the
 //! handles and connection tasks. After every input it drains the core.
 
+mod admission;
 mod replay;
 pub(crate) use replay::unix_ms;
 pub(crate) mod stream_io;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::Config;
@@ -76,6 +77,9 @@ pub(crate) struct DriverCounters {
     pub tcp_rejected: AtomicU64,
     pub tcp_bad_frames: AtomicU64,
     pub tcp_idle_closed: AtomicU64,
+    pub tcp_first_frame_closed: AtomicU64,
+    pub tcp_evicted: AtomicU64,
+    pub tcp_budget_closed: AtomicU64,
     pub snapshots_served: AtomicU64,
     pub snapshots_fetched: AtomicU64,
     pub snapshot_fetch_errors: AtomicU64,
@@ -214,7 +218,7 @@ pub(crate) async fn spawn(
         data_tx: data_tx.clone(),
         data_cache: None,
         peers: HashMap::new(),
-        conn_slots: Arc::new(Semaphore::new(cfg.tcp_connections_max)),
+        conn_slots: admission::Admission::new(cfg.tcp_connections_max, cfg.tcp_read_bytes_max),
         fetching: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     let span = tracing::info_span!("node", %addr);
@@ -262,7 +266,7 @@ struct Driver {
     data_cache: Option<(u64, SharedMap)>,
     /// Outbound TCP streams for frames too large for a datagram.
     peers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
-    conn_slots: Arc<Semaphore>,
+    conn_slots: Arc<admission::Admission>,
     fetching: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -314,14 +318,14 @@ impl Driver {
                 },
                 accepted = tcp.accept() => {
                     if let Ok((stream, peer)) = accepted {
-                        match self.conn_slots.clone().try_acquire_owned() {
-                            Ok(permit) => {
+                        match self.conn_slots.admit() {
+                            admission::Admitted::Free(slot) | admission::Admitted::Evicting(slot) => {
                                 tokio::spawn(
-                                    tcp::serve(stream, peer, self.shared.clone(), permit)
+                                    tcp::serve(stream, peer, self.shared.clone(), slot)
                                         .in_current_span(),
                                 );
                             }
-                            Err(_) => {
+                            admission::Admitted::Full => {
                                 self.shared.counters.tcp_rejected.fetch_add(1, Ordering::Relaxed);
                             }
                         }

@@ -1,8 +1,14 @@
 //! Reading and writing length-prefixed frames on a TCP stream, with the
-//! size limit checked before the body is read.
+//! size limit checked before the body is read, and the body's buffer grown
+//! with the bytes that arrive rather than the length announced.
+
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+use super::admission::{take_budget, READ_CHUNK_BYTES};
 
 use crate::wire::{
     decode_frame_keyed, encode_stream_frame_signed, stream_frame_len, DecodeError, DecodeLimits,
@@ -21,12 +27,28 @@ pub enum ReadError {
     /// The frame was refused.
     #[error("bad frame: {0}")]
     Decode(#[from] DecodeError),
+    /// The bytes every connection may be reading at once are spent; the
+    /// connection is closed, nothing was taken from it.
+    #[error("read budget spent")]
+    Budget,
 }
 
 /// Reads one frame body (without the prefix); checks the length first.
 pub async fn read_frame_bytes<R: AsyncRead + Unpin>(
     reader: &mut R,
     frame_bytes_max: usize,
+) -> Result<Vec<u8>, ReadError> {
+    read_frame_bytes_within(reader, frame_bytes_max, None).await
+}
+
+/// [`read_frame_bytes`], taking each chunk of the body from `budget` (when
+/// given) while it is read. The buffer grows a chunk at a time as bytes
+/// arrive: a peer that announces 64 MiB and stalls costs one chunk, not
+/// 64 MiB.
+pub async fn read_frame_bytes_within<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    frame_bytes_max: usize,
+    budget: Option<&Arc<Semaphore>>,
 ) -> Result<Vec<u8>, ReadError> {
     let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
     match reader.read_exact(&mut prefix).await {
@@ -35,8 +57,19 @@ pub async fn read_frame_bytes<R: AsyncRead + Unpin>(
         Err(e) => return Err(ReadError::Io(e)),
     }
     let len = stream_frame_len(prefix, frame_bytes_max)?;
-    let mut body = vec![0u8; len];
-    reader.read_exact(&mut body).await?;
+    let mut body = Vec::new();
+    // Held until the whole body is read: the budget bounds bytes in reading.
+    let mut held = Vec::new();
+    while body.len() < len {
+        let chunk = (len - body.len()).min(READ_CHUNK_BYTES);
+        if let Some(budget) = budget {
+            held.push(take_budget(budget, chunk).ok_or(ReadError::Budget)?);
+        }
+        let start = body.len();
+        body.resize(start + chunk, 0);
+        reader.read_exact(&mut body[start..]).await?;
+    }
+    drop(held);
     Ok(body)
 }
 

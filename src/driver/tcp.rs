@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
+use super::admission::Slot;
 use super::replay::unix_ms;
-use super::stream_io::{read_frame, read_frame_bytes, write_frame, write_frame_bytes, ReadError};
+use super::stream_io::{
+    read_frame, read_frame_bytes_within, write_frame, write_frame_bytes, ReadError,
+};
 use super::{DriverCounters, Inbound, Shared};
 use crate::node::Requester;
 use crate::wire::{
@@ -20,14 +23,10 @@ use crate::wire::{
     DecodeLimits, Frame, Message, NodeId, Snapshot, SnapshotRequest,
 };
 
-/// Serves one accepted connection until it closes, idles too long or
-/// sends something wrong.
-pub(super) async fn serve(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    shared: Shared,
-    _permit: OwnedSemaphorePermit,
-) {
+/// Serves one accepted connection until it closes, idles too long, sends
+/// something wrong or, before its first complete frame, is evicted by a
+/// newer connection (see `admission.rs`).
+pub(super) async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Shared, mut slot: Slot) {
     let _ = stream.set_nodelay(true);
     let cfg = shared.cfg.clone();
     let limits = DecodeLimits {
@@ -35,34 +34,62 @@ pub(super) async fn serve(
         frame_bytes_max: cfg.stream_frame_bytes_max,
     };
     let idle = Duration::from_millis(cfg.tcp_idle_ms);
+    // Never longer than the idle limit that applies afterwards.
+    let first_frame = Duration::from_millis(cfg.tcp_first_frame_ms.min(cfg.tcp_idle_ms));
     let requester = Requester::new(shared.clone());
+    let budget = slot.budget().clone();
+    let mut proven = false;
     loop {
-        let body =
-            match tokio::time::timeout(idle, read_frame_bytes(&mut stream, limits.frame_bytes_max))
-                .await
-            {
-                Ok(Err(ReadError::Closed)) => return,
-                Err(_) => {
-                    // Idle, or stalled inside a frame: closed, and counted.
-                    shared
-                        .counters
-                        .tcp_idle_closed
-                        .fetch_add(1, Ordering::Relaxed);
-                    return;
+        let deadline = if proven { idle } else { first_frame };
+        let read = tokio::time::timeout(
+            deadline,
+            read_frame_bytes_within(&mut stream, limits.frame_bytes_max, Some(&budget)),
+        );
+        let read = tokio::select! {
+            read = read => read,
+            _ = &mut slot.evicted, if !proven => {
+                shared.counters.tcp_evicted.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let body = match read {
+            Ok(Err(ReadError::Closed)) => return,
+            Err(_) if !proven => {
+                // No complete frame in time: closed, and counted.
+                shared
+                    .counters
+                    .tcp_first_frame_closed
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(_) => {
+                // Idle, or stalled inside a frame: closed, and counted.
+                shared
+                    .counters
+                    .tcp_idle_closed
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(Err(ReadError::Budget)) => {
+                shared
+                    .counters
+                    .tcp_budget_closed
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(Err(error)) => {
+                shared
+                    .counters
+                    .tcp_bad_frames
+                    .fetch_add(1, Ordering::Relaxed);
+                if let ReadError::Decode(error) = &error {
+                    shared.counters.count_decode_error(error.reason());
                 }
-                Ok(Err(error)) => {
-                    shared
-                        .counters
-                        .tcp_bad_frames
-                        .fetch_add(1, Ordering::Relaxed);
-                    if let ReadError::Decode(error) = &error {
-                        shared.counters.count_decode_error(error.reason());
-                    }
-                    debug!(%peer, %error, "closing connection");
-                    return;
-                }
-                Ok(Ok(body)) => body,
-            };
+                debug!(%peer, %error, "closing connection");
+                return;
+            }
+            Ok(Ok(body)) => body,
+        };
         // The keys of this moment: a rotation applies from the next frame.
         let keys = shared.keys.get();
         // The tag is checked before any field of the frame is trusted.
@@ -78,6 +105,14 @@ pub(super) async fn serve(
                 return;
             }
         };
+        if matches!(
+            frame.message,
+            Message::SnapshotRequest(_) | Message::ClientRequest(_) | Message::Append(_)
+        ) && !proven
+        {
+            proven = true;
+            slot.prove();
+        }
         let answer = match frame.message {
             Message::SnapshotRequest(_) => {
                 let (reply, answer) = oneshot::channel();
