@@ -52,7 +52,7 @@ pub(crate) enum Inbound {
     Snapshot(Snapshot),
     /// A peer asks for our snapshot.
     ServeSnapshot {
-        reply: oneshot::Sender<Snapshot>,
+        reply: oneshot::Sender<Arc<tcp::ServedSnapshot>>,
     },
     /// New cluster keys, for the core and the TCP connections.
     SetKeys {
@@ -217,6 +217,7 @@ pub(crate) async fn spawn(
         status_tx,
         data_tx: data_tx.clone(),
         data_cache: None,
+        served_snapshot: None,
         peers: HashMap::new(),
         conn_slots: admission::Admission::new(cfg.tcp_connections_max, cfg.tcp_read_bytes_max),
         fetching: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -264,6 +265,9 @@ struct Driver {
     data_tx: Arc<watch::Sender<SharedMap>>,
     /// The map as last handed out, while the commit has not moved.
     data_cache: Option<(u64, SharedMap)>,
+    /// The snapshot last served to a peer, served again until the commit
+    /// moves (see `ServedSnapshot`).
+    served_snapshot: Option<Arc<tcp::ServedSnapshot>>,
     /// Outbound TCP streams for frames too large for a datagram.
     peers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
     conn_slots: Arc<admission::Admission>,
@@ -433,7 +437,10 @@ impl Driver {
                 info!(version = last.version, "snapshot installed");
             }
             Inbound::ServeSnapshot { reply } => {
-                let _ = reply.send(self.core.snapshot());
+                let cluster_id = self.shared.cfg.cluster_id;
+                let served =
+                    tcp::ServedSnapshot::current(&mut self.served_snapshot, &self.core, cluster_id);
+                let _ = reply.send(served);
             }
             Inbound::SetKeys { keys, reply } => {
                 match &keys {

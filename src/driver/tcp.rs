@@ -20,7 +20,7 @@ use super::{DriverCounters, Inbound, Shared};
 use crate::node::Requester;
 use crate::wire::{
     decode_frame_keyed, ClientFailure, ClientOp, ClientReply, ClientRequest, ClientResponse,
-    DecodeLimits, Frame, Message, NodeId, Snapshot, SnapshotRequest,
+    DecodeLimits, Frame, Keyring, Message, NodeId, Snapshot, SnapshotRequest,
 };
 
 /// Serves one accepted connection until it closes, idles too long, sends
@@ -124,14 +124,21 @@ pub(super) async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Share
                 {
                     return;
                 }
-                let Ok(snapshot) = answer.await else {
+                let Ok(served) = answer.await else {
                     return;
                 };
+                let keys = shared.keys.get();
+                let Some(bytes) = served.encoded(keys, cfg.stream_frame_bytes_max) else {
+                    return;
+                };
+                if write_frame_bytes(&mut stream, &bytes).await.is_err() {
+                    return;
+                }
                 shared
                     .counters
                     .snapshots_served
                     .fetch_add(1, Ordering::Relaxed);
-                Some(Message::Snapshot(snapshot))
+                None
             }
             Message::ClientRequest(request) => {
                 let request_id = request.request_id;
@@ -181,6 +188,78 @@ pub(super) async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Share
                 return;
             }
         }
+    }
+}
+
+/// The committed state at one version, as served to peers that fetch it.
+///
+/// Every snapshot request is the same bytes (sender 0, term 0, an empty
+/// payload), so one recorded copy can be replayed at will, and in a keyed
+/// cluster its tag stays valid forever. Without a cache each replay would
+/// make the node clone its whole map and encode it again. The node's task
+/// keeps one of these per committed version, and its frame is encoded once
+/// per version and set of keys: a replay then costs a write of bytes that
+/// already exist, and nothing new is allocated or computed.
+#[derive(Debug)]
+pub(crate) struct ServedSnapshot {
+    /// The committed version it was taken at.
+    pub version: u64,
+    frame: Frame,
+    /// The encoded frame body and the keys it was signed with.
+    encoded: std::sync::Mutex<Option<(Option<Arc<Keyring>>, Bytes)>>,
+}
+
+impl ServedSnapshot {
+    /// The snapshot of `core`'s committed state, from `cache` while the
+    /// commit has not moved since it was taken (replacing it otherwise).
+    pub(super) fn current(
+        cache: &mut Option<Arc<ServedSnapshot>>,
+        core: &crate::core::Core,
+        cluster_id: u32,
+    ) -> Arc<ServedSnapshot> {
+        let commit = core.commit();
+        if let Some(served) = cache.as_ref().filter(|s| s.version == commit) {
+            return served.clone();
+        }
+        let served = Arc::new(ServedSnapshot::new(commit, cluster_id, core.snapshot()));
+        *cache = Some(served.clone());
+        served
+    }
+
+    fn new(version: u64, cluster_id: u32, snapshot: Snapshot) -> ServedSnapshot {
+        ServedSnapshot {
+            version,
+            frame: Frame::new(
+                cluster_id,
+                NodeId::UNASSIGNED,
+                0,
+                Message::Snapshot(snapshot),
+            ),
+            encoded: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The frame body signed with the keys of now, encoded at most once per
+    /// set of keys (concurrent requests wait for the first encoding).
+    fn encoded(&self, keys: Option<Arc<Keyring>>, frame_bytes_max: usize) -> Option<Bytes> {
+        let mut encoded = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((signed_with, bytes)) = &*encoded {
+            let same = match (signed_with, &keys) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
+            if same {
+                return Some(bytes.clone());
+            }
+        }
+        let mut out = bytes::BytesMut::new();
+        self.frame
+            .encode_signed(&mut out, frame_bytes_max, keys.as_deref())
+            .ok()?;
+        let bytes = out.freeze();
+        *encoded = Some((keys, bytes.clone()));
+        Some(bytes)
     }
 }
 
@@ -281,4 +360,40 @@ pub(super) async fn fetch_snapshot(from: SocketAddr, shared: &Shared) -> Result<
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| "timed out".to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Command, CoreConfig};
+
+    #[test]
+    fn a_replayed_snapshot_request_reuses_the_snapshot_and_its_encoding() {
+        let addr: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        let mut core = crate::core::Core::new(CoreConfig::new(addr, vec![], 1), 1, 0).unwrap();
+        let set = |core: &mut crate::core::Core, request, value: &str| {
+            let command = Command::Set {
+                key: "k".into(),
+                value: value.into(),
+            };
+            core.handle_command(0, request, command);
+        };
+        set(&mut core, 1, "a");
+        let mut cache = None;
+        let first = ServedSnapshot::current(&mut cache, &core, 9);
+        let again = ServedSnapshot::current(&mut cache, &core, 9);
+        assert!(Arc::ptr_eq(&first, &again), "same commit, same snapshot");
+        let keys = Some(Arc::new(Keyring::new([7; 32])));
+        let bytes = first.encoded(keys.clone(), 1 << 20).unwrap();
+        let replayed = again.encoded(keys, 1 << 20).unwrap();
+        assert_eq!(bytes.as_ptr(), replayed.as_ptr(), "encoded once");
+        // Other keys: signed anew.
+        let unkeyed = again.encoded(None, 1 << 20).unwrap();
+        assert_ne!(unkeyed.as_ptr(), bytes.as_ptr());
+        // A new commit: a new snapshot.
+        set(&mut core, 2, "b");
+        let newer = ServedSnapshot::current(&mut cache, &core, 9);
+        assert!(!Arc::ptr_eq(&first, &newer));
+        assert!(newer.version > first.version);
+    }
 }
