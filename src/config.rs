@@ -148,6 +148,17 @@ impl Config {
                 "tcp_idle_ms, tcp_first_frame_ms and request_timeout_ms must be at least 1",
             );
         }
+        // A log record holds one entry, at most a stream frame, plus a
+        // little: it must stay within what the log format can read back.
+        const RECORD_OVERHEAD_BYTES: usize = 1024;
+        if self.data_dir.is_some()
+            && self
+                .stream_frame_bytes_max
+                .saturating_add(RECORD_OVERHEAD_BYTES)
+                > crate::storage::format::RECORD_BYTES_MAX
+        {
+            return fail("stream_frame_bytes_max: above what a data directory's log records hold");
+        }
         if self.tcp_read_bytes_max < self.stream_frame_bytes_max {
             return fail("tcp_read_bytes_max must be at least stream_frame_bytes_max");
         }

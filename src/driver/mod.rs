@@ -159,20 +159,14 @@ pub(crate) async fn spawn(
             None,
         ),
         Some(path) => {
-            let (dir, opened) = DataDir::open(
-                path,
-                cfg.cluster_id,
-                &addr.to_string(),
-                cfg.stream_frame_bytes_max
-                    .saturating_add(RECORD_OVERHEAD_BYTES),
-            )?;
+            let (dir, opened) = DataDir::open(path, cfg.cluster_id, &addr.to_string())?;
             if let Some(damage) = &opened.damage {
                 warn!(
                     dir = %path.display(),
                     offset = damage.offset,
                     bytes_dropped = damage.bytes_dropped,
                     reason = %damage.reason,
-                    "data directory: cut off a torn or damaged log tail"
+                    "data directory: cut off a torn last log record"
                 );
             }
             let image = opened.image;
@@ -280,9 +274,6 @@ const PERSIST_ROUNDS_MAX: usize = 8;
 
 /// Inputs already waiting that are handled before one drain.
 const READY_INPUTS_MAX: usize = 64;
-
-/// What a log record adds to the largest entry it holds.
-const RECORD_OVERHEAD_BYTES: usize = 1024;
 
 /// Frames queued to one peer's TCP stream before new ones are dropped.
 const PEER_QUEUE_FRAMES_MAX: usize = 64;
