@@ -51,10 +51,11 @@ pub struct Config {
     pub tcp_connections_max: usize,
     /// A TCP connection idle this long is closed.
     pub tcp_idle_ms: u64,
-    /// A new TCP connection must complete its first frame this soon (and
-    /// never later than `tcp_idle_ms`), or it is closed: idle connections
-    /// cannot hold the slots for long. Until then it is also the first to
-    /// give its slot to a newer connection when all are taken.
+    /// Until a new TCP connection has completed its first frame, the frame's
+    /// length prefix and every 64 KiB of its body must arrive within this
+    /// (never longer than `tcp_idle_ms`), or it is closed: idle and stalled
+    /// connections cannot hold the slots for long. Until then it is also the
+    /// first to give its slot to a newer connection when all are taken.
     pub tcp_first_frame_ms: u64,
     /// Bytes of frame bodies that all TCP connections together may be
     /// reading at once; a connection that finds them spent is closed. At

@@ -103,8 +103,8 @@ pub struct Metrics {
     /// TCP connections closed idle, or stalled inside a frame, for
     /// `tcp_idle_ms`.
     pub tcp_idle_closed: u64,
-    /// TCP connections closed for not completing a first frame within
-    /// `tcp_first_frame_ms`.
+    /// TCP connections closed before their first complete frame, for a
+    /// length prefix or 64 KiB of body not sent within `tcp_first_frame_ms`.
     pub tcp_first_frame_closed: u64,
     /// TCP connections without a complete frame that gave their slot to a
     /// newer connection (every slot was taken).

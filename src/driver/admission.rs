@@ -6,8 +6,12 @@
 //! 64 MiB frame and stalling) could otherwise hold every slot and lock
 //! legitimate clients and peers out. Three rules keep the port usable:
 //!
-//! - A connection must complete its first frame within
-//!   `tcp_first_frame_ms`; only then does the longer `tcp_idle_ms` apply.
+//! - Until its first frame is complete, a connection must send the length
+//!   prefix, and then every 64 KiB chunk of the body, within
+//!   `tcp_first_frame_ms`: a silent or stalled connection goes within
+//!   seconds, while a large first frame that keeps arriving (an append from
+//!   the leader) is read whole. Only then does the longer `tcp_idle_ms`
+//!   apply.
 //! - When every slot is taken, a new connection evicts the oldest one that
 //!   has not completed a frame yet. A flood therefore only ever competes
 //!   with itself: a client that sends its request as soon as it connects

@@ -3,6 +3,7 @@
 //! with the bytes that arrive rather than the length announced.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -31,6 +32,10 @@ pub enum ReadError {
     /// connection is closed, nothing was taken from it.
     #[error("read budget spent")]
     Budget,
+    /// A step of the read (the length prefix, or one chunk of the body)
+    /// took longer than allowed.
+    #[error("stalled")]
+    Stalled,
 }
 
 /// Reads one frame body (without the prefix); checks the length first.
@@ -38,23 +43,46 @@ pub async fn read_frame_bytes<R: AsyncRead + Unpin>(
     reader: &mut R,
     frame_bytes_max: usize,
 ) -> Result<Vec<u8>, ReadError> {
-    read_frame_bytes_within(reader, frame_bytes_max, None).await
+    read_frame_bytes_within(reader, frame_bytes_max, None, None).await
+}
+
+/// `read_exact`, within `step` when given.
+async fn read_step<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut [u8],
+    step: Option<Duration>,
+) -> Result<(), ReadError> {
+    match step {
+        None => reader
+            .read_exact(buf)
+            .await
+            .map(drop)
+            .map_err(ReadError::from),
+        Some(step) => match tokio::time::timeout(step, reader.read_exact(buf)).await {
+            Ok(read) => read.map(drop).map_err(ReadError::from),
+            Err(_) => Err(ReadError::Stalled),
+        },
+    }
 }
 
 /// [`read_frame_bytes`], taking each chunk of the body from `budget` (when
-/// given) while it is read. The buffer grows a chunk at a time as bytes
-/// arrive: a peer that announces 64 MiB and stalls costs one chunk, not
-/// 64 MiB.
+/// given) while it is read, and, with `step`, giving up when the length
+/// prefix or any chunk takes longer than that. The buffer grows a chunk at
+/// a time as bytes arrive: a peer that announces 64 MiB and stalls costs
+/// one chunk, not 64 MiB, and holds on only while it keeps sending.
 pub async fn read_frame_bytes_within<R: AsyncRead + Unpin>(
     reader: &mut R,
     frame_bytes_max: usize,
     budget: Option<&Arc<Semaphore>>,
+    step: Option<Duration>,
 ) -> Result<Vec<u8>, ReadError> {
     let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
-    match reader.read_exact(&mut prefix).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(ReadError::Closed),
-        Err(e) => return Err(ReadError::Io(e)),
+    match read_step(reader, &mut prefix, step).await {
+        Ok(()) => {}
+        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(ReadError::Closed)
+        }
+        Err(e) => return Err(e),
     }
     let len = stream_frame_len(prefix, frame_bytes_max)?;
     let mut body = Vec::new();
@@ -67,7 +95,7 @@ pub async fn read_frame_bytes_within<R: AsyncRead + Unpin>(
         }
         let start = body.len();
         body.resize(start + chunk, 0);
-        reader.read_exact(&mut body[start..]).await?;
+        read_step(reader, &mut body[start..], step).await?;
     }
     drop(held);
     Ok(body)

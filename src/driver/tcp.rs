@@ -34,17 +34,26 @@ pub(super) async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Share
         frame_bytes_max: cfg.stream_frame_bytes_max,
     };
     let idle = Duration::from_millis(cfg.tcp_idle_ms);
-    // Never longer than the idle limit that applies afterwards.
+    // Until a first frame is complete, its length prefix and every chunk of
+    // its body must come within this (never longer than the idle limit):
+    // a silent or stalled connection goes soon, a large first frame that
+    // keeps arriving (an append from the leader) is read whole.
     let first_frame = Duration::from_millis(cfg.tcp_first_frame_ms.min(cfg.tcp_idle_ms));
     let requester = Requester::new(shared.clone());
     let budget = slot.budget().clone();
     let mut proven = false;
     loop {
-        let deadline = if proven { idle } else { first_frame };
-        let read = tokio::time::timeout(
-            deadline,
-            read_frame_bytes_within(&mut stream, limits.frame_bytes_max, Some(&budget)),
-        );
+        let max = limits.frame_bytes_max;
+        let read = async {
+            if proven {
+                let read = read_frame_bytes_within(&mut stream, max, Some(&budget), None);
+                tokio::time::timeout(idle, read).await
+            } else {
+                let read =
+                    read_frame_bytes_within(&mut stream, max, Some(&budget), Some(first_frame));
+                Ok(read.await)
+            }
+        };
         let read = tokio::select! {
             read = read => read,
             _ = &mut slot.evicted, if !proven => {
@@ -54,8 +63,8 @@ pub(super) async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Share
         };
         let body = match read {
             Ok(Err(ReadError::Closed)) => return,
-            Err(_) if !proven => {
-                // No complete frame in time: closed, and counted.
+            Ok(Err(ReadError::Stalled)) => {
+                // A first frame that does not come: closed, and counted.
                 shared
                     .counters
                     .tcp_first_frame_closed
