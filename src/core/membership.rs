@@ -134,8 +134,8 @@ impl Core {
     }
 
     /// The leader's answer to an introduction: welcome a member it already
-    /// has, replace an older incarnation at the same address, or add the
-    /// node as a non-voter.
+    /// has, replace another incarnation at the same address once it has
+    /// stopped answering, or add the node as a non-voter.
     fn admit(&mut self, now: Millis, addr: SocketAddr, incarnation: u64) {
         let addr_text = addr.to_string();
         let existing = self
@@ -149,12 +149,28 @@ impl Core {
                     self.send(addr, Message::Welcome(Welcome { id, incarnation }));
                 }
             }
-            Some((id, known)) if known < incarnation => {
-                // The process at this address restarted without its data:
-                // the old member is gone for good.
+            Some((id, _)) => {
+                // Another incarnation at this address: the process restarted
+                // without its data, and the old member is gone for good.
+                // Incarnations are random, not ordered, so "another" is all
+                // an introduction can say; a delayed or replayed one from a
+                // dead incarnation must then not remove the live member at
+                // that address. Hence: only once the member has stopped
+                // answering (a restarted process does not answer for the
+                // member it was, so a real restart waits at most this long).
+                let answering = match &self.role {
+                    RoleState::Leader(leader) => leader
+                        .progress
+                        .get(&id)
+                        .is_some_and(|p| now < p.last_heard + self.cfg.leader_timeout_ms),
+                    _ => false,
+                };
+                if answering {
+                    self.metrics.dropped_unexpected += 1;
+                    return;
+                }
                 self.propose_membership(now, Change::RemoveMember(id));
             }
-            Some(_) => {}
             None => {
                 if self.config.len() >= MEMBERS_MAX {
                     return;

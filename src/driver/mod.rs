@@ -150,9 +150,12 @@ pub(crate) async fn spawn(
     })?;
     // The node is known by its advertised address; it listens where bound.
     let addr = cfg.advertise.unwrap_or(bound);
-    let incarnation = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_millis() as u64);
+    // Random, 63 bits: unlike the wall clock, which may step back so that a
+    // restarted node would look older than the member it was, and be
+    // ignored. A leader replaces a member whose address introduces itself
+    // with another incarnation once that member has stopped answering (see
+    // `admit`). A data directory keeps the incarnation across restarts.
+    let incarnation = (rand::random::<u64>() >> 1).max(1);
     let (core, storage) = match &cfg.data_dir {
         None => (
             Core::new(cfg.core(addr, incarnation), rand::random(), 0)?,
