@@ -158,13 +158,15 @@ impl Core {
                 // that address. Hence: only once the member has stopped
                 // answering (a restarted process does not answer for the
                 // member it was, so a real restart waits at most this long).
-                let answering = match &self.role {
-                    RoleState::Leader(leader) => leader
-                        .progress
-                        .get(&id)
-                        .is_some_and(|p| now < p.last_heard + self.cfg.leader_timeout_ms),
-                    _ => false,
-                };
+                // The leader itself, at its own address, is alive.
+                let answering = Some(id) == self.id
+                    || match &self.role {
+                        RoleState::Leader(leader) => leader
+                            .progress
+                            .get(&id)
+                            .is_some_and(|p| now < p.last_heard + self.cfg.leader_timeout_ms),
+                        _ => false,
+                    };
                 if answering {
                     self.metrics.dropped_unexpected += 1;
                     return;

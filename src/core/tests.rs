@@ -404,6 +404,30 @@ fn a_delayed_introduce_of_a_dead_incarnation_does_not_remove_a_live_member() {
     assert_eq!(members.len(), 3, "{members:?}");
     assert!(members.iter().any(|m| Some(m.id) == live && m.voter));
     assert!(net.core(0).metrics().dropped_unexpected > dropped);
+
+    // Nor one of the leader's own address.
+    let leader = net.core(0).id();
+    let introduce = Frame::new(
+        0,
+        NodeId::UNASSIGNED,
+        0,
+        Message::Introduce(crate::wire::Introduce {
+            addr: addr(0).to_string(),
+            incarnation: 77,
+            seeds: vec![],
+        }),
+    );
+    let mut bytes = BytesMut::new();
+    introduce.encode(&mut bytes, 1400).unwrap();
+    let now = net.now;
+    net.nodes[0]
+        .as_mut()
+        .unwrap()
+        .handle_datagram(now, addr(1), &bytes);
+    net.drain(0);
+    net.run(1000);
+    assert_eq!(net.core(0).role(), Role::Leader);
+    assert!(net.core(0).members().iter().any(|m| Some(m.id) == leader));
 }
 
 #[test]
