@@ -142,10 +142,15 @@ impl Admission {
 
 impl Slot {
     /// The connection completed a frame: it is no longer evicted for newer
-    /// connections.
-    pub(crate) fn prove(&self) {
-        if let Some(open) = self.admission.table().open.get_mut(&self.id) {
-            open.proven = true;
+    /// connections. Returns `false` if it was evicted in the meantime (it
+    /// then holds no slot and must close).
+    pub(crate) fn prove(&self) -> bool {
+        match self.admission.table().open.get_mut(&self.id) {
+            Some(open) => {
+                open.proven = true;
+                true
+            }
+            None => false,
         }
     }
 
@@ -184,20 +189,21 @@ mod tests {
         let mut first = slot(admission.admit());
         let second = slot(admission.admit());
         let mut third = slot(admission.admit());
-        second.prove();
+        assert!(second.prove());
         // Full: the fourth takes the first's slot (the oldest unproven).
         let fourth = admission.admit();
         assert!(matches!(fourth, Admitted::Evicting(_)));
         assert!(first.evicted.try_recv().is_ok(), "the first is told to go");
+        assert!(!first.prove(), "an evicted connection holds no slot");
         assert_eq!(admission.open(), 3);
         drop(first);
         assert_eq!(admission.open(), 3, "its slot is the fourth's now");
         // Next the third goes, never the proven second.
         let fifth = slot(admission.admit());
         assert!(third.evicted.try_recv().is_ok());
-        fifth.prove();
+        assert!(fifth.prove());
         let fourth = slot(fourth);
-        fourth.prove();
+        assert!(fourth.prove());
         // Every slot proven: refused.
         assert!(matches!(admission.admit(), Admitted::Full));
         drop(second);

@@ -119,8 +119,12 @@ pub(super) async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Share
             Message::SnapshotRequest(_) | Message::ClientRequest(_) | Message::Append(_)
         ) && !proven
         {
+            if !slot.prove() {
+                // Evicted while its first frame was being decoded.
+                shared.counters.tcp_evicted.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             proven = true;
-            slot.prove();
         }
         let answer = match frame.message {
             Message::SnapshotRequest(_) => {
