@@ -387,3 +387,45 @@ fn a_leader_address_comes_from_the_members_not_from_the_datagram() {
     assert_eq!(core.leader(), None);
     assert_eq!(core.metrics().dropped_unexpected, dropped + 2);
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn reason(sender: u32, term: u64, message: Message) -> Option<DecodeReason> {
+        decoded(sender, term, message).err().map(|e| e.reason())
+    }
+
+    proptest! {
+        #[test]
+        fn a_term_beyond_the_maximum_is_refused_wherever_it_is(
+            big in TERM_MAX + 1..=u64::MAX,
+            small in 0..=TERM_MAX,
+            version in 0..=VERSION_MAX,
+        ) {
+            let out = Some(DecodeReason::OutOfRange);
+            prop_assert_eq!(reason(1, big, heartbeat(id(small, version), 0)), out);
+            prop_assert_eq!(reason(1, small, heartbeat(id(big, version), 0)), out);
+            prop_assert_eq!(reason(1, small, append(id(small, 0), 0, vec![noop(big)])), out);
+            prop_assert_eq!(reason(1, small, heartbeat(id(small, version), 0)), None);
+        }
+
+        #[test]
+        fn an_append_is_refused_exactly_when_it_ends_beyond_the_maximum_version(
+            prev in VERSION_MAX - 8..=VERSION_MAX + 8,
+            count in 0usize..8,
+        ) {
+            let entries = (0..count).map(|_| noop(1)).collect();
+            let refused = reason(1, 1, append(id(1, prev), 0, entries)).is_some();
+            prop_assert_eq!(refused, prev + count as u64 > VERSION_MAX);
+        }
+
+        #[test]
+        fn a_member_id_beyond_the_maximum_is_refused(id_value in NODE_ID_MAX + 1..=u32::MAX) {
+            let out = Some(DecodeReason::OutOfRange);
+            prop_assert_eq!(reason(id_value, 1, heartbeat(id(1, 1), 0)), out);
+            let welcome = Message::Welcome(Welcome { id: NodeId(id_value), incarnation: 1 });
+            prop_assert_eq!(reason(1, 1, welcome), out);
+        }
+    }
+}
