@@ -445,7 +445,9 @@ impl Core {
                 None => return,
             }
         } else {
-            from
+            // A member telling a removed one: its configured address if it
+            // is still known here, as for a leader.
+            self.addr_of(sender).unwrap_or(from)
         };
         let retry_ms = self.cfg.election_timeout_ms;
         if hint.base.version > self.commit

@@ -33,7 +33,8 @@ pub enum ReadError {
     #[error("read budget spent")]
     Budget,
     /// A step of the read (the length prefix, or one chunk of the body)
-    /// took longer than allowed.
+    /// took longer than allowed; the connection is closed, nothing was
+    /// taken from it.
     #[error("stalled")]
     Stalled,
 }
