@@ -429,3 +429,58 @@ mod properties {
         }
     }
 }
+
+/// Found by the `core_drive` fuzz target: a leader whose next member id
+/// was past `NODE_ID_MAX` (a snapshot may say `u32::MAX`) added a member
+/// with an id no peer accepts and welcomed it with a frame every receiver
+/// refuses, so replication of its log could never go on.
+#[test]
+fn a_leader_with_every_member_id_spent_admits_no_one() {
+    let image = DurableImage {
+        identity: Some(Identity {
+            id: NodeId(2),
+            incarnation: 1,
+            addr: addr(2).to_string(),
+        }),
+        hard_state: HardState {
+            term: 1,
+            voted_for: None,
+        },
+        snapshot: Snapshot {
+            last: id(1, 1),
+            members: vec![member(2)],
+            next_member_id: u32::MAX,
+            map: vec![],
+        },
+        entries: vec![],
+    };
+    let mut cfg = CoreConfig::new(addr(2), vec![], 1);
+    cfg.cluster_id = CLUSTER;
+    let mut core = Core::restore(cfg, 3, 0, image).unwrap();
+    let mut now = 0;
+    for _ in 0..20 {
+        if core.role() == Role::Leader {
+            break;
+        }
+        now = core.poll_timeout().unwrap_or(now).max(now) + 1;
+        core.handle_timeout(now);
+        drain(&mut core);
+    }
+    assert_eq!(core.role(), Role::Leader);
+    let introduce = Message::Introduce(Introduce {
+        addr: addr(5).to_string(),
+        incarnation: 1,
+        seeds: vec![],
+    });
+    for _ in 0..5 {
+        now += 100;
+        core.handle_datagram(now, addr(5), &encode(0, 0, introduce.clone()));
+        core.handle_timeout(now);
+        // `drain` decodes every frame the node sends.
+        drain(&mut core);
+    }
+    assert_eq!(core.members().len(), 1);
+    assert!(core
+        .entry(core.last_log_id().version)
+        .is_some_and(|e| !matches!(e.change, Change::AddMember(_))));
+}

@@ -178,6 +178,12 @@ impl Core {
                     return;
                 }
                 let id = NodeId(self.next_member_id());
+                if id.0 > crate::wire::NODE_ID_MAX {
+                    // Every id is spent (ids are never reused): a member
+                    // with this one could never be replicated or welcomed.
+                    self.metrics.dropped_unexpected += 1;
+                    return;
+                }
                 self.propose_membership(
                     now,
                     Change::AddMember(Member {
