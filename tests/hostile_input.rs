@@ -434,8 +434,9 @@ mod properties {
 /// was past `NODE_ID_MAX` (a snapshot may say `u32::MAX`) added a member
 /// with an id no peer accepts and welcomed it with a frame every receiver
 /// refuses, so replication of its log could never go on.
-#[test]
-fn a_leader_with_every_member_id_spent_admits_no_one() {
+/// Member 2, the sole voter, its state at `last` with `next_member_id`,
+/// once it leads.
+fn sole_leader(last: LogId, next_member_id: u32) -> (Core, u64) {
     let image = DurableImage {
         identity: Some(Identity {
             id: NodeId(2),
@@ -447,9 +448,9 @@ fn a_leader_with_every_member_id_spent_admits_no_one() {
             voted_for: None,
         },
         snapshot: Snapshot {
-            last: id(1, 1),
+            last,
             members: vec![member(2)],
-            next_member_id: u32::MAX,
+            next_member_id,
             map: vec![],
         },
         entries: vec![],
@@ -467,6 +468,12 @@ fn a_leader_with_every_member_id_spent_admits_no_one() {
         drain(&mut core);
     }
     assert_eq!(core.role(), Role::Leader);
+    (core, now)
+}
+
+#[test]
+fn a_leader_with_every_member_id_spent_admits_no_one() {
+    let (mut core, mut now) = sole_leader(id(1, 1), u32::MAX);
     let introduce = Message::Introduce(Introduce {
         addr: addr(5).to_string(),
         incarnation: 1,
@@ -483,4 +490,26 @@ fn a_leader_with_every_member_id_spent_admits_no_one() {
     assert!(core
         .entry(core.last_log_id().version)
         .is_some_and(|e| !matches!(e.change, Change::AddMember(_))));
+}
+
+/// A log at `VERSION_MAX` (only a forged snapshot gets there) takes no
+/// more changes, rather than sending appends that every peer refuses.
+#[test]
+fn a_leader_at_the_largest_version_refuses_writes() {
+    let (mut core, now) = sole_leader(id(1, VERSION_MAX), 3);
+    assert_eq!(core.last_log_id().version, VERSION_MAX);
+    let set = simple_raft::core::Command::Set {
+        key: "k".into(),
+        value: "v".into(),
+    };
+    core.handle_command(now, 1, set);
+    while core.poll_persist().is_some() {}
+    let mut refused = false;
+    while let Some(event) = core.poll_event() {
+        if let simple_raft::core::Event::Done { result, .. } = event {
+            refused = matches!(result, Err(simple_raft::core::RequestError::Busy { .. }));
+        }
+    }
+    assert!(refused);
+    assert_eq!(core.last_log_id().version, VERSION_MAX);
 }

@@ -497,6 +497,12 @@ impl Core {
 
     /// Appends an entry made by this leader.
     pub(super) fn append_entry(&mut self, entry: Entry) {
+        if self.log.last().version >= crate::wire::VERSION_MAX {
+            // Peers would refuse it at decode; writes are refused before
+            // (`check_proposal`), this catches a new leader's no-op.
+            self.metrics.dropped_unexpected += 1;
+            return;
+        }
         let membership = is_membership(&entry.change);
         self.log_push(entry);
         if membership {
@@ -582,6 +588,12 @@ impl Core {
         };
         if leader.transfer.is_some() || leader.retiring.is_some() {
             return Err(RequestError::NotLeader { leader: None });
+        }
+        if self.log.last().version >= crate::wire::VERSION_MAX {
+            // Only a forged snapshot can bring a log here (see wire::range).
+            return Err(RequestError::Busy {
+                limit: "VERSION_MAX",
+            });
         }
         if self.log.last().version - self.commit >= self.cfg.uncommitted_entries_max as u64 {
             return Err(RequestError::Busy {
