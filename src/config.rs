@@ -51,6 +51,16 @@ pub struct Config {
     pub tcp_connections_max: usize,
     /// A TCP connection idle this long is closed.
     pub tcp_idle_ms: u64,
+    /// Until a new TCP connection has completed its first frame, the frame's
+    /// length prefix and every 64 KiB of its body must arrive within this
+    /// (never longer than `tcp_idle_ms`), or it is closed: idle and stalled
+    /// connections cannot hold the slots for long. Until then it is also the
+    /// first to give its slot to a newer connection when all are taken.
+    pub tcp_first_frame_ms: u64,
+    /// Bytes of frame bodies that all TCP connections together may be
+    /// reading at once; a connection that finds them spent is closed. At
+    /// least `stream_frame_bytes_max`, so that one largest frame fits.
+    pub tcp_read_bytes_max: usize,
     /// How long a write or read may take, forwarding and retries included.
     pub request_timeout_ms: u64,
     /// Commands queued from handles to the node's task.
@@ -94,6 +104,8 @@ impl Config {
             members_min: core.members_min,
             tcp_connections_max: 64,
             tcp_idle_ms: 10_000,
+            tcp_first_frame_ms: 2_000,
+            tcp_read_bytes_max: 4 * core.stream_frame_bytes_max,
             request_timeout_ms: 5_000,
             command_queue_max: 1024,
             cluster_keys: None,
@@ -132,8 +144,24 @@ impl Config {
         if self.tcp_connections_max == 0 || self.command_queue_max == 0 {
             return fail("tcp_connections_max and command_queue_max must be at least 1");
         }
-        if self.tcp_idle_ms == 0 || self.request_timeout_ms == 0 {
-            return fail("tcp_idle_ms and request_timeout_ms must be at least 1");
+        if self.tcp_idle_ms == 0 || self.request_timeout_ms == 0 || self.tcp_first_frame_ms == 0 {
+            return fail(
+                "tcp_idle_ms, tcp_first_frame_ms and request_timeout_ms must be at least 1",
+            );
+        }
+        // A log record holds one entry, at most a stream frame, plus a
+        // little: it must stay within what the log format can read back.
+        const RECORD_OVERHEAD_BYTES: usize = 1024;
+        if self.data_dir.is_some()
+            && self
+                .stream_frame_bytes_max
+                .saturating_add(RECORD_OVERHEAD_BYTES)
+                > crate::storage::format::RECORD_BYTES_MAX
+        {
+            return fail("stream_frame_bytes_max: above what a data directory's log records hold");
+        }
+        if self.tcp_read_bytes_max < self.stream_frame_bytes_max {
+            return fail("tcp_read_bytes_max must be at least stream_frame_bytes_max");
         }
         Ok(())
     }

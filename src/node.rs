@@ -108,6 +108,15 @@ pub struct Metrics {
     /// TCP connections closed idle, or stalled inside a frame, for
     /// `tcp_idle_ms`.
     pub tcp_idle_closed: u64,
+    /// TCP connections closed before their first complete frame, for a
+    /// length prefix or 64 KiB of body not sent within `tcp_first_frame_ms`.
+    pub tcp_first_frame_closed: u64,
+    /// TCP connections without a complete frame that gave their slot to a
+    /// newer connection (every slot was taken).
+    pub tcp_evicted: u64,
+    /// TCP connections closed because the bytes all connections may be
+    /// reading at once (`tcp_read_bytes_max`) were spent.
+    pub tcp_budget_closed: u64,
     /// Snapshots sent to peers.
     pub snapshots_served: u64,
     /// Snapshots fetched from peers.
@@ -139,6 +148,9 @@ impl Metrics {
             tcp_bad_frames: get(&counters.tcp_bad_frames),
             tcp_decode_errors: counters.decode_errors.each_ref().map(get),
             tcp_idle_closed: get(&counters.tcp_idle_closed),
+            tcp_first_frame_closed: get(&counters.tcp_first_frame_closed),
+            tcp_evicted: get(&counters.tcp_evicted),
+            tcp_budget_closed: get(&counters.tcp_budget_closed),
             snapshots_served: get(&counters.snapshots_served),
             snapshots_fetched: get(&counters.snapshots_fetched),
             snapshot_fetch_errors: get(&counters.snapshot_fetch_errors),

@@ -38,16 +38,30 @@ fn list<T>(
     Ok(out)
 }
 
+/// Terms, versions and member ids within the wire's range (larger ones are
+/// refused at decode); versions leave room for an append's entries.
+fn term(u: &mut Unstructured) -> Result<u64> {
+    u.int_in_range(0..=TERM_MAX)
+}
+
+fn version(u: &mut Unstructured) -> Result<u64> {
+    u.int_in_range(0..=VERSION_MAX - ITEMS_MAX as u64)
+}
+
+fn node_id(u: &mut Unstructured) -> Result<NodeId> {
+    Ok(NodeId(u.int_in_range(0..=NODE_ID_MAX)?))
+}
+
 fn log_id(u: &mut Unstructured) -> Result<LogId> {
     Ok(LogId {
-        term: u.arbitrary()?,
-        version: u.arbitrary()?,
+        term: term(u)?,
+        version: version(u)?,
     })
 }
 
 fn member(u: &mut Unstructured) -> Result<Member> {
     Ok(Member {
-        id: NodeId(u.arbitrary()?),
+        id: node_id(u)?,
         addr: string(u)?,
         voter: u.arbitrary()?,
         incarnation: u.arbitrary()?,
@@ -71,14 +85,14 @@ fn change(u: &mut Unstructured) -> Result<Change> {
             remove: list(u, string)?,
         },
         4 => Change::AddMember(member(u)?),
-        5 => Change::PromoteMember(NodeId(u.arbitrary()?)),
-        _ => Change::RemoveMember(NodeId(u.arbitrary()?)),
+        5 => Change::PromoteMember(node_id(u)?),
+        _ => Change::RemoveMember(node_id(u)?),
     })
 }
 
 fn entry(u: &mut Unstructured) -> Result<Entry> {
     Ok(Entry {
-        term: u.arbitrary()?,
+        term: term(u)?,
         change: change(u)?,
     })
 }
@@ -89,13 +103,13 @@ fn message(u: &mut Unstructured, kind: Kind) -> Result<Message> {
     Ok(match kind {
         Kind::Heartbeat => Message::Heartbeat(Heartbeat {
             last: log_id(u)?,
-            commit: u.arbitrary()?,
+            commit: version(u)?,
             seq: u.arbitrary()?,
         }),
         Kind::HeartbeatAck => Message::HeartbeatAck(HeartbeatAck {
             seq: u.arbitrary()?,
             matched: u.arbitrary()?,
-            version: u.arbitrary()?,
+            version: version(u)?,
         }),
         Kind::PreVoteRequest => Message::PreVoteRequest(PreVoteRequest { last: log_id(u)? }),
         Kind::PreVoteResponse => Message::PreVoteResponse(PreVoteResponse {
@@ -110,14 +124,14 @@ fn message(u: &mut Unstructured, kind: Kind) -> Result<Message> {
         }),
         Kind::Append => Message::Append(Append {
             prev: log_id(u)?,
-            commit: u.arbitrary()?,
+            commit: version(u)?,
             seq: u.arbitrary()?,
             entries: list(u, entry)?,
         }),
         Kind::AppendAck => Message::AppendAck(AppendAck {
             seq: u.arbitrary()?,
             success: u.arbitrary()?,
-            version: u.arbitrary()?,
+            version: version(u)?,
         }),
         Kind::Introduce => Message::Introduce(Introduce {
             addr: string(u)?,
@@ -136,10 +150,10 @@ fn message(u: &mut Unstructured, kind: Kind) -> Result<Message> {
         }),
         Kind::ReadIndexResponse => Message::ReadIndexResponse(ReadIndexResponse {
             request_id: u.arbitrary()?,
-            index: u.arbitrary()?,
+            index: option(u, version)?,
         }),
         Kind::Welcome => Message::Welcome(Welcome {
-            id: NodeId(u.arbitrary()?),
+            id: node_id(u)?,
             incarnation: u.arbitrary()?,
         }),
         Kind::SnapshotRequest => Message::SnapshotRequest(SnapshotRequest),
@@ -214,24 +228,24 @@ fn client_reply(u: &mut Unstructured) -> Result<ClientReply> {
     Ok(match u.int_in_range(0..=4u8)? {
         0 => ClientReply::Status(NodeStatus {
             addr: string(u)?,
-            id: option(u, |u| Ok(NodeId(u.arbitrary()?)))?,
+            id: option(u, node_id)?,
             state: string(u)?,
-            term: u.arbitrary()?,
+            term: term(u)?,
             leader: option(u, string)?,
             members: list(u, member)?,
-            version: u.arbitrary()?,
+            version: version(u)?,
             since_heartbeat_ms: u.arbitrary()?,
         }),
         1 => ClientReply::Map {
-            version: u.arbitrary()?,
+            version: version(u)?,
             map: list(u, pair)?,
         },
         2 => ClientReply::Value {
-            version: u.arbitrary()?,
+            version: version(u)?,
             value: option(u, string)?,
         },
         3 => ClientReply::Written {
-            version: u.arbitrary()?,
+            version: version(u)?,
         },
         _ => ClientReply::Failed {
             failure: *u.choose(&FAILURES)?,
@@ -253,8 +267,8 @@ fn frame(u: &mut Unstructured) -> Result<Frame> {
     Ok(Frame {
         cluster_id: u.arbitrary()?,
         generation: u.arbitrary()?,
-        sender: NodeId(u.arbitrary()?),
-        term: u.arbitrary()?,
+        sender: node_id(u)?,
+        term: term(u)?,
         message: message(u, kind)?,
         tag,
     })

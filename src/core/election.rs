@@ -48,6 +48,12 @@ impl Core {
 
     /// The leader timeout (or an election round) ran out.
     pub(super) fn election_timeout(&mut self, now: Millis) {
+        if self.term >= crate::wire::TERM_MAX {
+            // No later term exists (peers refuse frames beyond it): only a
+            // forged frame can bring a node here, which a cluster key stops.
+            self.reset_election_timer(now);
+            return;
+        }
         if !self.may_stand() {
             self.reset_election_timer(now);
             return self.probe();
@@ -132,7 +138,7 @@ impl Core {
             last: self.log.last(),
         });
         for peer in self.peer_voter_addrs() {
-            self.send_in_term(peer, self.term + 1, request.clone());
+            self.send_in_term(peer, self.term.saturating_add(1), request.clone());
         }
     }
 
@@ -175,7 +181,8 @@ impl Core {
             }
             return;
         }
-        if term != self.term + 1 || !self.config.get(&sender).is_some_and(|m| m.voter) {
+        if term != self.term.saturating_add(1) || !self.config.get(&sender).is_some_and(|m| m.voter)
+        {
             return;
         }
         if let RoleState::PreCandidate { grants } = &mut self.role {
@@ -190,8 +197,11 @@ impl Core {
     /// Increments the term, votes for itself and asks for votes (§5.2).
     pub(super) fn start_election(&mut self, now: Millis, transfer: bool) {
         let me = self.id.expect("voters have ids");
+        if self.term >= crate::wire::TERM_MAX {
+            return;
+        }
         self.metrics.elections += 1;
-        self.set_term(self.term + 1);
+        self.set_term(self.term.saturating_add(1));
         self.voted_for = Some(me);
         self.hard_state_dirty = true;
         self.set_leader(None);

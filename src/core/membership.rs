@@ -146,8 +146,8 @@ impl Core {
     }
 
     /// The leader's answer to an introduction: welcome a member it already
-    /// has, replace an older incarnation at the same address, or add the
-    /// node as a non-voter.
+    /// has, replace another incarnation at the same address once it has
+    /// stopped answering, or add the node as a non-voter.
     fn admit(&mut self, now: Millis, addr: SocketAddr, incarnation: u64) {
         let addr_text = addr.to_string();
         let existing = self
@@ -161,12 +161,31 @@ impl Core {
                     self.send(addr, Message::Welcome(Welcome { id, incarnation }));
                 }
             }
-            Some((id, known)) if known < incarnation => {
-                // The process at this address restarted without its data:
-                // the old member is gone for good, and the new one takes
-                // its place in the same change, so the address is never
-                // out of the list (a restart in between would find no one
-                // sending to it).
+            Some((id, _)) => {
+                // Another incarnation at this address: the process restarted
+                // without its data, and the old member is gone for good.
+                // Incarnations are random, not ordered, so "another" is all
+                // an introduction can say; a delayed or replayed one from a
+                // dead incarnation must then not remove the live member at
+                // that address. Hence: only once the member has stopped
+                // answering (a restarted process does not answer for the
+                // member it was, so a real restart waits at most this long).
+                // The leader itself, at its own address, is alive.
+                let answering = Some(id) == self.id
+                    || match &self.role {
+                        RoleState::Leader(leader) => leader
+                            .progress
+                            .get(&id)
+                            .is_some_and(|p| now < p.last_heard + self.cfg.leader_timeout_ms),
+                        _ => false,
+                    };
+                if answering {
+                    self.metrics.dropped_unexpected += 1;
+                    return;
+                }
+                // The new incarnation takes the old one's place in the
+                // same change, so the address is never out of the list (a
+                // restart in between would find no one sending to it).
                 if self.config.len() > MEMBERS_MAX {
                     return;
                 }
@@ -178,12 +197,17 @@ impl Core {
                 };
                 self.propose_membership(now, Change::ReplaceMember { old: id, new });
             }
-            Some(_) => {}
             None => {
                 if self.config.len() >= MEMBERS_MAX {
                     return;
                 }
                 let id = NodeId(self.next_member_id());
+                if id.0 > crate::wire::NODE_ID_MAX {
+                    // Every id is spent (ids are never reused): a member
+                    // with this one could never be replicated or welcomed.
+                    self.metrics.dropped_unexpected += 1;
+                    return;
+                }
                 self.propose_membership(
                     now,
                     Change::AddMember(Member {
@@ -199,7 +223,12 @@ impl Core {
 
     /// Ids are never reused: past every committed and pending member.
     fn next_member_id(&self) -> u32 {
-        let past_config = self.config.keys().map(|id| id.0 + 1).max().unwrap_or(1);
+        let past_config = self
+            .config
+            .keys()
+            .map(|id| id.0.saturating_add(1))
+            .max()
+            .unwrap_or(1);
         self.state.next_member_id.max(past_config).max(1)
     }
 

@@ -323,14 +323,32 @@ impl Core {
         self.complete_forwarded_reads();
     }
 
-    /// Follows `leader` at `addr` in the current term.
-    fn follow(&mut self, now: Millis, leader: NodeId, addr: SocketAddr) -> bool {
+    /// Follows `leader` in the current term, and returns its address. The
+    /// address is the member's, from the configuration, never the source of
+    /// the datagram: one replayed heartbeat sent from another host would
+    /// otherwise redirect this node's read-index requests, leave requests
+    /// and forwarded writes there. A sender that is not a member is no
+    /// leader to follow. The one exception is a node that has just joined
+    /// and knows no members yet (its first snapshot is on its way): it
+    /// takes the address its welcome came from, or else `from`.
+    fn follow(&mut self, now: Millis, leader: NodeId, from: SocketAddr) -> Option<SocketAddr> {
         if let RoleState::Leader(_) = self.role {
             // Two leaders in one term would break election safety; a frame
             // claiming it is dropped.
             self.metrics.dropped_unexpected += 1;
-            return false;
+            return None;
         }
+        let addr = match self.addr_of(leader) {
+            Some(addr) => addr,
+            None if self.config.is_empty() && self.state.members.is_empty() => self
+                .leader
+                .filter(|(id, _)| *id == leader)
+                .map_or(from, |(_, addr)| addr),
+            None => {
+                self.metrics.dropped_unexpected += 1;
+                return None;
+            }
+        };
         if !matches!(self.role, RoleState::Follower) {
             self.role = RoleState::Follower;
         }
@@ -338,7 +356,7 @@ impl Core {
         self.set_leader(Some((leader, addr)));
         self.leader_contact = Some(now);
         self.reset_election_timer(now);
-        true
+        Some(addr)
     }
 
     /// Where a leader should resume after `prev` did not match: before the
@@ -356,7 +374,7 @@ impl Core {
         while version > self.commit + 1 && self.log.term_at(version - 1) == Some(conflict) {
             version -= 1;
         }
-        (version - 1).max(self.commit)
+        version.saturating_sub(1).max(self.commit)
     }
 
     pub(super) fn on_heartbeat(
@@ -366,9 +384,9 @@ impl Core {
         sender: NodeId,
         heartbeat: Heartbeat,
     ) {
-        if !self.follow(now, sender, from) {
+        let Some(from) = self.follow(now, sender, from) else {
             return;
-        }
+        };
         let matched = heartbeat.last.version >= self.commit
             && self.log.term_at(heartbeat.last.version) == Some(heartbeat.last.term);
         let version = if matched {
@@ -397,9 +415,9 @@ impl Core {
         sender: NodeId,
         append: Append,
     ) {
-        if !self.follow(now, sender, from) {
+        let Some(from) = self.follow(now, sender, from) else {
             return;
-        }
+        };
         let Append {
             mut prev,
             commit,
@@ -469,9 +487,16 @@ impl Core {
         sender: NodeId,
         hint: FetchSnapshot,
     ) {
-        if hint.from_leader && !self.follow(now, sender, from) {
-            return;
-        }
+        let from = if hint.from_leader {
+            match self.follow(now, sender, from) {
+                Some(leader) => leader,
+                None => return,
+            }
+        } else {
+            // A member telling a removed one: its configured address if it
+            // is still known here, as for a leader.
+            self.addr_of(sender).unwrap_or(from)
+        };
         let retry_ms = self.cfg.election_timeout_ms;
         if hint.base.version > self.commit
             && self.fetch_hint_at.is_none_or(|at| now >= at + retry_ms)
@@ -526,6 +551,12 @@ impl Core {
 
     /// Appends an entry made by this leader.
     pub(super) fn append_entry(&mut self, entry: Entry) {
+        if self.log.last().version >= crate::wire::VERSION_MAX {
+            // Peers would refuse it at decode; writes are refused before
+            // (`check_proposal`), this catches a new leader's no-op.
+            self.metrics.dropped_unexpected += 1;
+            return;
+        }
         let membership = is_membership(&entry.change);
         self.log_push(entry);
         if membership {
@@ -615,6 +646,12 @@ impl Core {
         };
         if leader.transfer.is_some() || leader.retiring.is_some() {
             return Err(RequestError::NotLeader { leader: None });
+        }
+        if self.log.last().version >= crate::wire::VERSION_MAX {
+            // Only a forged snapshot can bring a log here (see wire::range).
+            return Err(RequestError::Busy {
+                limit: "VERSION_MAX",
+            });
         }
         if self.log.last().version - self.commit >= self.cfg.uncommitted_entries_max as u64 {
             return Err(RequestError::Busy {

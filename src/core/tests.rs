@@ -495,6 +495,77 @@ fn frames_of_another_generation_change_nothing() {
 }
 
 #[test]
+fn a_restart_with_a_smaller_incarnation_replaces_the_old_member() {
+    let mut net = Net::three_node_cluster();
+    let old = net.core(2).id();
+    // Incarnations are random: the new one may be smaller.
+    net.start(2, vec![addr(0), addr(1)], 0);
+    net.run(3000);
+    let members = net.core(0).members();
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(members.iter().all(|m| Some(m.id) != old));
+    assert!(members.iter().any(|m| m.incarnation == 0 && m.voter));
+}
+
+#[test]
+fn a_delayed_introduce_of_a_dead_incarnation_does_not_remove_a_live_member() {
+    let mut net = Net::three_node_cluster();
+    let live = net.core(2).id();
+    let dropped = net.core(0).metrics().dropped_unexpected;
+    // Node 2's address introduces itself with an incarnation it no longer
+    // has (a recording of a process that died before this one started).
+    let introduce = Frame::new(
+        0,
+        NodeId::UNASSIGNED,
+        0,
+        Message::Introduce(crate::wire::Introduce {
+            addr: addr(2).to_string(),
+            incarnation: 77,
+            seeds: vec![],
+        }),
+    );
+    let mut bytes = BytesMut::new();
+    introduce.encode(&mut bytes, 1400).unwrap();
+    for _ in 0..5 {
+        let now = net.now;
+        net.nodes[0]
+            .as_mut()
+            .unwrap()
+            .handle_datagram(now, addr(2), &bytes);
+        net.drain(0);
+        net.run(200);
+    }
+    let members = net.core(0).members();
+    assert_eq!(members.len(), 3, "{members:?}");
+    assert!(members.iter().any(|m| Some(m.id) == live && m.voter));
+    assert!(net.core(0).metrics().dropped_unexpected > dropped);
+
+    // Nor one of the leader's own address.
+    let leader = net.core(0).id();
+    let introduce = Frame::new(
+        0,
+        NodeId::UNASSIGNED,
+        0,
+        Message::Introduce(crate::wire::Introduce {
+            addr: addr(0).to_string(),
+            incarnation: 77,
+            seeds: vec![],
+        }),
+    );
+    let mut bytes = BytesMut::new();
+    introduce.encode(&mut bytes, 1400).unwrap();
+    let now = net.now;
+    net.nodes[0]
+        .as_mut()
+        .unwrap()
+        .handle_datagram(now, addr(1), &bytes);
+    net.drain(0);
+    net.run(1000);
+    assert_eq!(net.core(0).role(), Role::Leader);
+    assert!(net.core(0).members().iter().any(|m| Some(m.id) == leader));
+}
+
+#[test]
 fn nodes_started_together_end_in_one_cluster() {
     let mut net = Net::new();
     let all: Vec<SocketAddr> = (0..3).map(addr).collect();

@@ -2,6 +2,7 @@
 //! listener on the same address, one timer, and a bounded inbox from the
 //! handles and connection tasks. After every input it drains the core.
 
+mod admission;
 mod replay;
 pub(crate) use replay::unix_ms;
 pub(crate) mod stream_io;
@@ -15,13 +16,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::Config;
-use crate::core::{
-    Command, Core, Event, Persist, PreparedSnapshot, RequestError, RequestId, SnapshotSource,
-};
+use crate::core::{Command, Core, Event, Persist, PreparedSnapshot, RequestError, RequestId};
 use crate::error::Error;
 use crate::node::{Metrics, Status};
 use crate::storage::{DataDir, StorageError};
@@ -60,7 +59,7 @@ pub(crate) enum Inbound {
     Snapshot(PreparedSnapshot),
     /// A peer asks for our snapshot: the connection task builds it.
     ServeSnapshot {
-        reply: oneshot::Sender<SnapshotSource>,
+        reply: oneshot::Sender<Arc<tcp::ServedSnapshot>>,
     },
     /// New cluster keys, for the core and the TCP connections.
     SetKeys {
@@ -93,6 +92,9 @@ pub(crate) struct DriverCounters {
     pub tcp_rejected: AtomicU64,
     pub tcp_bad_frames: AtomicU64,
     pub tcp_idle_closed: AtomicU64,
+    pub tcp_first_frame_closed: AtomicU64,
+    pub tcp_evicted: AtomicU64,
+    pub tcp_budget_closed: AtomicU64,
     pub snapshots_served: AtomicU64,
     pub snapshots_fetched: AtomicU64,
     pub snapshot_fetch_errors: AtomicU64,
@@ -166,29 +168,26 @@ pub(crate) async fn spawn(
     })?;
     // The node is known by its advertised address; it listens where bound.
     let addr = cfg.advertise.unwrap_or(bound);
-    let incarnation = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_millis() as u64);
+    // Random, 63 bits: unlike the wall clock, which may step back so that a
+    // restarted node would look older than the member it was, and be
+    // ignored. A leader replaces a member whose address introduces itself
+    // with another incarnation once that member has stopped answering (see
+    // `admit`). A data directory keeps the incarnation across restarts.
+    let incarnation = (rand::random::<u64>() >> 1).max(1);
     let (core, storage) = match &cfg.data_dir {
         None => (
             Core::new(cfg.core(addr, incarnation), rand::random(), 0)?,
             None,
         ),
         Some(path) => {
-            let (dir, opened) = DataDir::open(
-                path,
-                cfg.cluster_id,
-                &addr.to_string(),
-                cfg.stream_frame_bytes_max
-                    .saturating_add(RECORD_OVERHEAD_BYTES),
-            )?;
+            let (dir, opened) = DataDir::open(path, cfg.cluster_id, &addr.to_string())?;
             if let Some(damage) = &opened.damage {
                 warn!(
                     dir = %path.display(),
                     offset = damage.offset,
                     bytes_dropped = damage.bytes_dropped,
                     reason = %damage.reason,
-                    "data directory: cut off a torn or damaged log tail"
+                    "data directory: cut off a torn last log record"
                 );
             }
             let image = opened.image;
@@ -232,8 +231,9 @@ pub(crate) async fn spawn(
         next_request: 1,
         status_tx,
         data_tx: data_tx.clone(),
+        served_snapshot: None,
         peers: HashMap::new(),
-        conn_slots: Arc::new(Semaphore::new(cfg.tcp_connections_max)),
+        conn_slots: admission::Admission::new(cfg.tcp_connections_max, cfg.tcp_read_bytes_max),
         fetching: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     let span = tracing::info_span!("node", %addr);
@@ -277,9 +277,12 @@ struct Driver {
     next_request: RequestId,
     status_tx: watch::Sender<Status>,
     data_tx: Arc<watch::Sender<SharedMap>>,
+    /// The snapshot last served to a peer, served again until the commit
+    /// moves (see `ServedSnapshot`).
+    served_snapshot: Option<Arc<tcp::ServedSnapshot>>,
     /// Outbound TCP streams for frames too large for a datagram.
     peers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
-    conn_slots: Arc<Semaphore>,
+    conn_slots: Arc<admission::Admission>,
     fetching: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -289,9 +292,6 @@ const PERSIST_ROUNDS_MAX: usize = 8;
 
 /// Inputs already waiting that are handled before one drain.
 const READY_INPUTS_MAX: usize = 64;
-
-/// What a log record adds to the largest entry it holds.
-const RECORD_OVERHEAD_BYTES: usize = 1024;
 
 /// Frames queued to one peer's TCP stream before new ones are dropped.
 const PEER_QUEUE_FRAMES_MAX: usize = 64;
@@ -339,14 +339,15 @@ impl Driver {
                 }
                 Wake::Accepted(accepted) => {
                     if let Ok((stream, peer)) = accepted {
-                        match self.conn_slots.clone().try_acquire_owned() {
-                            Ok(permit) => {
+                        match self.conn_slots.admit() {
+                            admission::Admitted::Free(slot)
+                            | admission::Admitted::Evicting(slot) => {
                                 tokio::spawn(
-                                    tcp::serve(stream, peer, self.shared.clone(), permit)
+                                    tcp::serve(stream, peer, self.shared.clone(), slot)
                                         .in_current_span(),
                                 );
                             }
-                            Err(_) => {
+                            admission::Admitted::Full => {
                                 self.shared
                                     .counters
                                     .tcp_rejected
@@ -462,7 +463,10 @@ impl Driver {
                 info!(version = last.version, "snapshot installed");
             }
             Inbound::ServeSnapshot { reply } => {
-                let _ = reply.send(self.core.snapshot_source());
+                let cluster_id = self.shared.cfg.cluster_id;
+                let served =
+                    tcp::ServedSnapshot::current(&mut self.served_snapshot, &self.core, cluster_id);
+                let _ = reply.send(served);
             }
             Inbound::SetKeys { keys, reply } => {
                 match &keys {

@@ -1,8 +1,15 @@
 //! Reading and writing length-prefixed frames on a TCP stream, with the
-//! size limit checked before the body is read.
+//! size limit checked before the body is read, and the body's buffer grown
+//! with the bytes that arrive rather than the length announced.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+use super::admission::{take_budget, READ_CHUNK_BYTES};
 
 use crate::wire::{
     decode_frame_keyed, encode_stream_frame_signed, stream_frame_len, DecodeError, DecodeLimits,
@@ -21,6 +28,15 @@ pub enum ReadError {
     /// The frame was refused.
     #[error("bad frame: {0}")]
     Decode(#[from] DecodeError),
+    /// The bytes every connection may be reading at once are spent; the
+    /// connection is closed, nothing was taken from it.
+    #[error("read budget spent")]
+    Budget,
+    /// A step of the read (the length prefix, or one chunk of the body)
+    /// took longer than allowed; the connection is closed, nothing was
+    /// taken from it.
+    #[error("stalled")]
+    Stalled,
 }
 
 /// Reads one frame body (without the prefix); checks the length first.
@@ -28,15 +44,61 @@ pub async fn read_frame_bytes<R: AsyncRead + Unpin>(
     reader: &mut R,
     frame_bytes_max: usize,
 ) -> Result<Vec<u8>, ReadError> {
+    read_frame_bytes_within(reader, frame_bytes_max, None, None).await
+}
+
+/// `read_exact`, within `step` when given.
+async fn read_step<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut [u8],
+    step: Option<Duration>,
+) -> Result<(), ReadError> {
+    match step {
+        None => reader
+            .read_exact(buf)
+            .await
+            .map(drop)
+            .map_err(ReadError::from),
+        Some(step) => match tokio::time::timeout(step, reader.read_exact(buf)).await {
+            Ok(read) => read.map(drop).map_err(ReadError::from),
+            Err(_) => Err(ReadError::Stalled),
+        },
+    }
+}
+
+/// [`read_frame_bytes`], taking each chunk of the body from `budget` (when
+/// given) while it is read, and, with `step`, giving up when the length
+/// prefix or any chunk takes longer than that. The buffer grows a chunk at
+/// a time as bytes arrive: a peer that announces 64 MiB and stalls costs
+/// one chunk, not 64 MiB, and holds on only while it keeps sending.
+pub async fn read_frame_bytes_within<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    frame_bytes_max: usize,
+    budget: Option<&Arc<Semaphore>>,
+    step: Option<Duration>,
+) -> Result<Vec<u8>, ReadError> {
     let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
-    match reader.read_exact(&mut prefix).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(ReadError::Closed),
-        Err(e) => return Err(ReadError::Io(e)),
+    match read_step(reader, &mut prefix, step).await {
+        Ok(()) => {}
+        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(ReadError::Closed)
+        }
+        Err(e) => return Err(e),
     }
     let len = stream_frame_len(prefix, frame_bytes_max)?;
-    let mut body = vec![0u8; len];
-    reader.read_exact(&mut body).await?;
+    let mut body = Vec::new();
+    // Held until the whole body is read: the budget bounds bytes in reading.
+    let mut held = Vec::new();
+    while body.len() < len {
+        let chunk = (len - body.len()).min(READ_CHUNK_BYTES);
+        if let Some(budget) = budget {
+            held.push(take_budget(budget, chunk).ok_or(ReadError::Budget)?);
+        }
+        let start = body.len();
+        body.resize(start + chunk, 0);
+        read_step(reader, &mut body[start..], step).await?;
+    }
+    drop(held);
     Ok(body)
 }
 

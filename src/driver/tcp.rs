@@ -8,26 +8,25 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
+use super::admission::Slot;
 use super::replay::unix_ms;
-use super::stream_io::{read_frame, read_frame_bytes, write_frame, write_frame_bytes, ReadError};
+use super::stream_io::{
+    read_frame, read_frame_bytes_within, write_frame, write_frame_bytes, ReadError,
+};
 use super::{DriverCounters, Inbound, Shared};
 use crate::node::Requester;
 use crate::wire::{
     decode_frame_keyed, ClientFailure, ClientOp, ClientReply, ClientRequest, ClientResponse,
-    DecodeLimits, Frame, Message, NodeId, Snapshot, SnapshotRequest,
+    DecodeLimits, Frame, Keyring, Message, NodeId, Snapshot, SnapshotRequest,
 };
 
-/// Serves one accepted connection until it closes, idles too long or
-/// sends something wrong.
-pub(super) async fn serve(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    shared: Shared,
-    _permit: OwnedSemaphorePermit,
-) {
+/// Serves one accepted connection until it closes, idles too long, sends
+/// something wrong or, before its first complete frame, is evicted by a
+/// newer connection (see `admission.rs`).
+pub(super) async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Shared, mut slot: Slot) {
     let _ = stream.set_nodelay(true);
     let cfg = shared.cfg.clone();
     let limits = DecodeLimits {
@@ -35,34 +34,71 @@ pub(super) async fn serve(
         frame_bytes_max: cfg.stream_frame_bytes_max,
     };
     let idle = Duration::from_millis(cfg.tcp_idle_ms);
+    // Until a first frame is complete, its length prefix and every chunk of
+    // its body must come within this (never longer than the idle limit):
+    // a silent or stalled connection goes soon, a large first frame that
+    // keeps arriving (an append from the leader) is read whole.
+    let first_frame = Duration::from_millis(cfg.tcp_first_frame_ms.min(cfg.tcp_idle_ms));
     let requester = Requester::new(shared.clone());
+    let budget = slot.budget().clone();
+    let mut proven = false;
     loop {
-        let body =
-            match tokio::time::timeout(idle, read_frame_bytes(&mut stream, limits.frame_bytes_max))
-                .await
-            {
-                Ok(Err(ReadError::Closed)) => return,
-                Err(_) => {
-                    // Idle, or stalled inside a frame: closed, and counted.
-                    shared
-                        .counters
-                        .tcp_idle_closed
-                        .fetch_add(1, Ordering::Relaxed);
-                    return;
+        let max = limits.frame_bytes_max;
+        let read = async {
+            if proven {
+                let read = read_frame_bytes_within(&mut stream, max, Some(&budget), None);
+                tokio::time::timeout(idle, read).await
+            } else {
+                let read =
+                    read_frame_bytes_within(&mut stream, max, Some(&budget), Some(first_frame));
+                Ok(read.await)
+            }
+        };
+        let read = tokio::select! {
+            read = read => read,
+            _ = &mut slot.evicted, if !proven => {
+                shared.counters.tcp_evicted.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let body = match read {
+            Ok(Err(ReadError::Closed)) => return,
+            Ok(Err(ReadError::Stalled)) => {
+                // A first frame that does not come: closed, and counted.
+                shared
+                    .counters
+                    .tcp_first_frame_closed
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(_) => {
+                // Idle, or stalled inside a frame: closed, and counted.
+                shared
+                    .counters
+                    .tcp_idle_closed
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(Err(ReadError::Budget)) => {
+                shared
+                    .counters
+                    .tcp_budget_closed
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(Err(error)) => {
+                shared
+                    .counters
+                    .tcp_bad_frames
+                    .fetch_add(1, Ordering::Relaxed);
+                if let ReadError::Decode(error) = &error {
+                    shared.counters.count_decode_error(error.reason());
                 }
-                Ok(Err(error)) => {
-                    shared
-                        .counters
-                        .tcp_bad_frames
-                        .fetch_add(1, Ordering::Relaxed);
-                    if let ReadError::Decode(error) = &error {
-                        shared.counters.count_decode_error(error.reason());
-                    }
-                    debug!(%peer, %error, "closing connection");
-                    return;
-                }
-                Ok(Ok(body)) => body,
-            };
+                debug!(%peer, %error, "closing connection");
+                return;
+            }
+            Ok(Ok(body)) => body,
+        };
         // The keys of this moment: a rotation applies from the next frame.
         let keys = shared.keys.get();
         // The tag is checked before any field of the frame is trusted.
@@ -78,6 +114,18 @@ pub(super) async fn serve(
                 return;
             }
         };
+        if matches!(
+            frame.message,
+            Message::SnapshotRequest(_) | Message::ClientRequest(_) | Message::Append(_)
+        ) && !proven
+        {
+            if !slot.prove() {
+                // Evicted while its first frame was being decoded.
+                shared.counters.tcp_evicted.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            proven = true;
+        }
         let answer = match frame.message {
             Message::SnapshotRequest(_) => {
                 let (reply, answer) = oneshot::channel();
@@ -89,14 +137,21 @@ pub(super) async fn serve(
                 {
                     return;
                 }
-                let Ok(snapshot) = answer.await else {
+                let Ok(served) = answer.await else {
                     return;
                 };
+                let keys = shared.keys.get();
+                let Some(bytes) = served.encoded(keys, cfg.stream_frame_bytes_max) else {
+                    return;
+                };
+                if write_frame_bytes(&mut stream, &bytes).await.is_err() {
+                    return;
+                }
                 shared
                     .counters
                     .snapshots_served
                     .fetch_add(1, Ordering::Relaxed);
-                Some(Message::Snapshot(snapshot.into_snapshot()))
+                None
             }
             Message::ClientRequest(request) => {
                 let request_id = request.request_id;
@@ -152,6 +207,79 @@ pub(super) async fn serve(
                 return;
             }
         }
+    }
+}
+
+/// The committed state at one version, as served to peers that fetch it.
+///
+/// Every snapshot request is the same bytes (sender 0, term 0, an empty
+/// payload), so one recorded copy can be replayed at will, and in a keyed
+/// cluster its tag stays valid forever. Without a cache each replay would
+/// make the node clone its whole map and encode it again. The node's task
+/// keeps one of these per committed version, and its frame is encoded once
+/// per version and set of keys: a replay then costs a write of bytes that
+/// already exist, and nothing new is allocated or computed.
+#[derive(Debug)]
+pub(crate) struct ServedSnapshot {
+    /// The committed version it was taken at.
+    pub version: u64,
+    cluster_id: u32,
+    source: crate::core::SnapshotSource,
+    /// The encoded frame body and the keys it was signed with.
+    encoded: std::sync::Mutex<Option<(Option<Arc<Keyring>>, Bytes)>>,
+}
+
+impl ServedSnapshot {
+    /// The snapshot of `core`'s committed state, from `cache` while the
+    /// commit has not moved since it was taken (replacing it otherwise).
+    pub(super) fn current(
+        cache: &mut Option<Arc<ServedSnapshot>>,
+        core: &crate::core::Core,
+        cluster_id: u32,
+    ) -> Arc<ServedSnapshot> {
+        let commit = core.commit();
+        if let Some(served) = cache.as_ref().filter(|s| s.version == commit) {
+            return served.clone();
+        }
+        // A pointer copy of the state: the map is copied out and encoded
+        // by the connection task that serves it, never on the node's loop.
+        let served = Arc::new(ServedSnapshot {
+            version: commit,
+            cluster_id,
+            source: core.snapshot_source(),
+            encoded: std::sync::Mutex::new(None),
+        });
+        *cache = Some(served.clone());
+        served
+    }
+
+    /// The frame body signed with the keys of now, encoded at most once per
+    /// set of keys (concurrent requests wait for the first encoding).
+    fn encoded(&self, keys: Option<Arc<Keyring>>, frame_bytes_max: usize) -> Option<Bytes> {
+        let mut encoded = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((signed_with, bytes)) = &*encoded {
+            let same = match (signed_with, &keys) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
+            if same {
+                return Some(bytes.clone());
+            }
+        }
+        let frame = Frame::new(
+            self.cluster_id,
+            NodeId::UNASSIGNED,
+            0,
+            Message::Snapshot(self.source.clone().into_snapshot()),
+        );
+        let mut out = bytes::BytesMut::new();
+        frame
+            .encode_signed(&mut out, frame_bytes_max, keys.as_deref())
+            .ok()?;
+        let bytes = out.freeze();
+        *encoded = Some((keys, bytes.clone()));
+        Some(bytes)
     }
 }
 
@@ -252,4 +380,44 @@ pub(super) async fn fetch_snapshot(from: SocketAddr, shared: &Shared) -> Result<
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| "timed out".to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Command, CoreConfig};
+
+    #[test]
+    fn a_replayed_snapshot_request_reuses_the_snapshot_and_its_encoding() {
+        let addr: SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        let cfg = CoreConfig::new(addr, vec![], 1);
+        // Founds once it has listened for a cluster that knows it.
+        let founded = cfg.found_listen_ms();
+        let mut core = crate::core::Core::new(cfg, 1, 0).unwrap();
+        core.handle_timeout(founded);
+        let set = |core: &mut crate::core::Core, request, value: &str| {
+            let command = Command::Set {
+                key: "k".into(),
+                value: value.into(),
+            };
+            core.handle_command(founded, request, command);
+        };
+        set(&mut core, 1, "a");
+        let mut cache = None;
+        let first = ServedSnapshot::current(&mut cache, &core, 9);
+        let again = ServedSnapshot::current(&mut cache, &core, 9);
+        assert!(Arc::ptr_eq(&first, &again), "same commit, same snapshot");
+        let keys = Some(Arc::new(Keyring::new([7; 32])));
+        let bytes = first.encoded(keys.clone(), 1 << 20).unwrap();
+        let replayed = again.encoded(keys, 1 << 20).unwrap();
+        assert_eq!(bytes.as_ptr(), replayed.as_ptr(), "encoded once");
+        // Other keys: signed anew.
+        let unkeyed = again.encoded(None, 1 << 20).unwrap();
+        assert_ne!(unkeyed.as_ptr(), bytes.as_ptr());
+        // A new commit: a new snapshot.
+        set(&mut core, 2, "b");
+        let newer = ServedSnapshot::current(&mut cache, &core, 9);
+        assert!(!Arc::ptr_eq(&first, &newer));
+        assert!(newer.version > first.version);
+    }
 }

@@ -124,7 +124,6 @@ impl DataDir {
         path: &Path,
         cluster_id: u32,
         addr: &str,
-        record_bytes_max: usize,
     ) -> Result<(DataDir, Opened), StorageError> {
         if !path.is_dir() {
             std::fs::create_dir_all(path).map_err(io("create", path))?;
@@ -154,16 +153,13 @@ impl DataDir {
         // An image can be as large as the largest snapshot frame, and more.
         let image_file = read_optional(&image_path, usize::MAX / 2)?;
         let log_file = read_optional(&log_path, usize::MAX / 2)?;
-        let recovery: Recovery = format::recover(
-            image_file.as_deref(),
-            log_file.as_deref(),
-            cluster_id,
-            record_bytes_max,
-        )
-        .map_err(|e| StorageError::Format {
-            path: path.join(e.file),
-            reason: e.reason,
-        })?;
+        let recovery: Recovery =
+            format::recover(image_file.as_deref(), log_file.as_deref(), cluster_id).map_err(
+                |e| StorageError::Format {
+                    path: path.join(e.file),
+                    reason: e.reason,
+                },
+            )?;
         if let Some(identity) = &recovery.image.identity {
             if identity.addr != addr {
                 return Err(StorageError::Mismatch {
@@ -250,6 +246,17 @@ impl DataDir {
     pub fn append(&mut self, record: &Record) -> Result<(), StorageError> {
         self.scratch.clear();
         format::encode_record(record, &mut self.scratch);
+        let content = self.scratch.len() - format::RECORD_HEADER_BYTES;
+        if content > format::RECORD_BYTES_MAX {
+            // Never write what recovery would not read back.
+            return Err(StorageError::Format {
+                path: self.path.join(LOG_FILE),
+                reason: super::FormatError::TooLarge {
+                    bytes: content as u64,
+                    limit: format::RECORD_BYTES_MAX,
+                },
+            });
+        }
         self.log
             .write_all(&self.scratch)
             .map_err(io("write", &self.path.join(LOG_FILE)))?;
@@ -358,7 +365,7 @@ mod tests {
     }
 
     fn open(path: &Path) -> (DataDir, Opened) {
-        DataDir::open(path, 1, ADDR, 1 << 20).expect("opens")
+        DataDir::open(path, 1, ADDR).expect("opens")
     }
 
     #[test]
@@ -420,6 +427,36 @@ mod tests {
     }
 
     #[test]
+    fn damage_inside_the_log_refuses_to_open_naming_the_file_and_offset() {
+        let tmp = TempDir::new("damaged");
+        {
+            let (mut dir, _) = open(&tmp.0);
+            for version in 1..=3 {
+                dir.append(&entry(version)).expect("append");
+            }
+            dir.sync().expect("sync");
+        }
+        let log = tmp.0.join(LOG_FILE);
+        let mut bytes = std::fs::read(&log).expect("read");
+        let len = bytes.len();
+        // The last byte of the first record's content.
+        let first_record = HEADER_BYTES;
+        let first_len =
+            u32::from_le_bytes(bytes[first_record..first_record + 4].try_into().unwrap());
+        bytes[first_record + format::RECORD_HEADER_BYTES + first_len as usize - 1] ^= 0x01;
+        std::fs::write(&log, &bytes).expect("damage the first record");
+        let error = DataDir::open(&tmp.0, 1, ADDR).map(|_| ()).unwrap_err();
+        let shown = error.to_string();
+        assert!(shown.contains(&log.display().to_string()), "{shown}");
+        assert!(
+            shown.contains(&format!("at byte {first_record}")),
+            "{shown}"
+        );
+        // Nothing was cut.
+        assert_eq!(std::fs::metadata(&log).expect("stat").len() as usize, len);
+    }
+
+    #[test]
     fn an_image_replaces_the_log_and_records_follow_it() {
         let tmp = TempDir::new("image");
         let (mut dir, _) = open(&tmp.0);
@@ -446,7 +483,7 @@ mod tests {
         let tmp = TempDir::new("lock");
         let (mut dir, _) = open(&tmp.0);
         assert!(matches!(
-            DataDir::open(&tmp.0, 1, ADDR, 1 << 20),
+            DataDir::open(&tmp.0, 1, ADDR),
             Err(StorageError::Locked { .. })
         ));
         dir.append(&Record::Identity(Some(Identity {
@@ -459,11 +496,11 @@ mod tests {
         dir.sync().expect("sync");
         drop(dir);
         assert!(matches!(
-            DataDir::open(&tmp.0, 1, "127.0.0.1:4001", 1 << 20),
+            DataDir::open(&tmp.0, 1, "127.0.0.1:4001"),
             Err(StorageError::Mismatch { .. })
         ));
         assert!(matches!(
-            DataDir::open(&tmp.0, 2, ADDR, 1 << 20),
+            DataDir::open(&tmp.0, 2, ADDR),
             Err(StorageError::Format { .. })
         ));
     }

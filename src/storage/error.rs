@@ -90,6 +90,21 @@ pub enum FormatError {
         /// This node's.
         expected: u32,
     },
+    /// A record of the log is damaged and bytes follow it: not a torn
+    /// last record but damage inside the log, which recovery refuses to
+    /// cut off (the records after it may have been acknowledged).
+    #[error(
+        "the record at byte {offset} is damaged ({reason}) and {bytes_after} bytes follow it: \
+         damage inside the log, not a torn tail"
+    )]
+    Damaged {
+        /// Where the damaged record starts in the file.
+        offset: usize,
+        /// Bytes after its declared end.
+        bytes_after: usize,
+        /// What is wrong with it.
+        reason: Box<FormatError>,
+    },
     /// The log was started after an image that is not there.
     #[error("the log (generation {log}) is newer than the image (generation {image})")]
     NewerLog {

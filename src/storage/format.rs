@@ -30,6 +30,11 @@ pub const HEADER_BYTES: usize = 24;
 pub const RECORD_HEADER_BYTES: usize = 8;
 /// The format this version writes and reads.
 pub const FORMAT_VERSION: u8 = 2;
+/// Longest record content a log may hold: 1 GiB. Fixed by the format, not
+/// by any setting, so that every record a node could write is read back
+/// whatever the node is configured with when it restarts (lowering
+/// `stream_frame_bytes_max` must not cut valid records off).
+pub const RECORD_BYTES_MAX: usize = 1 << 30;
 
 const LOG_MAGIC: [u8; 6] = *b"srlog\0";
 const IMAGE_MAGIC: [u8; 6] = *b"srimg\0";
@@ -165,13 +170,23 @@ pub struct LogScan {
 }
 
 /// Reads a log file's records until the end or the first record that is
-/// short, too large, fails its checksum or does not decode. Only a bad
-/// header is an error.
-pub fn scan_log(bytes: &[u8], record_bytes_max: usize) -> Result<LogScan, FormatError> {
+/// short, too large, fails its checksum or does not decode. That record
+/// may only be the torn last one: its declared extent reaches the end of
+/// the file, or everything from it on is zeros (a tail the file system
+/// extended but never wrote). Damage with bytes after it is
+/// [`FormatError::Damaged`]: a crash tears only what was being appended,
+/// so whatever follows the damaged record was written after it and may
+/// have been acknowledged, and cutting it off would silently lose it. A
+/// bad header is an error too.
+pub fn scan_log(bytes: &[u8]) -> Result<LogScan, FormatError> {
     let header = decode_header(bytes, LOG_MAGIC)?;
     let mut at = HEADER_BYTES;
     let mut records = Vec::new();
+    // Where the damaged record's declared extent ends (`usize::MAX`: its
+    // length is not even there).
+    let mut declared_end;
     let damage = loop {
+        declared_end = usize::MAX;
         let rest = &bytes[at..];
         if rest.is_empty() {
             break None;
@@ -182,10 +197,11 @@ pub fn scan_log(bytes: &[u8], record_bytes_max: usize) -> Result<LogScan, Format
             });
         }
         let len = u32_at(rest, 0) as usize;
-        if len > record_bytes_max {
+        declared_end = at.saturating_add(RECORD_HEADER_BYTES).saturating_add(len);
+        if len > RECORD_BYTES_MAX {
             break Some(FormatError::TooLarge {
                 bytes: len as u64,
-                limit: record_bytes_max,
+                limit: RECORD_BYTES_MAX,
             });
         }
         let Some(body) = rest.get(RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + len) else {
@@ -202,6 +218,16 @@ pub fn scan_log(bytes: &[u8], record_bytes_max: usize) -> Result<LogScan, Format
         }
         at += RECORD_HEADER_BYTES + len;
     };
+    if let Some(reason) = &damage {
+        let torn = declared_end >= bytes.len() || bytes[at..].iter().all(|b| *b == 0);
+        if !torn {
+            return Err(FormatError::Damaged {
+                offset: at,
+                bytes_after: bytes.len() - declared_end,
+                reason: Box::new(reason.clone()),
+            });
+        }
+    }
     Ok(LogScan {
         header,
         records,
@@ -247,14 +273,14 @@ pub struct RecoveryError {
 }
 
 /// Recovers the durable state from the contents of the image and log files
-/// (`None`: the file does not exist). A torn or damaged log tail is cut
+/// (`None`: the file does not exist). A torn last record of the log is cut
 /// off and reported: it can only hold writes that were not yet synced, so
-/// nothing that depended on them was sent. Anything else wrong is an error.
+/// nothing that depended on them was sent. Anything else wrong, damage
+/// inside the log included (see [`scan_log`]), is an error.
 pub fn recover(
     image_file: Option<&[u8]>,
     log_file: Option<&[u8]>,
     cluster_id: u32,
-    record_bytes_max: usize,
 ) -> Result<Recovery, RecoveryError> {
     let image_error = |reason| RecoveryError {
         file: IMAGE_FILE,
@@ -292,7 +318,7 @@ pub fn recover(
     let Some(bytes) = log_file else {
         return Ok(recovery);
     };
-    let scan = match scan_log(bytes, record_bytes_max) {
+    let scan = match scan_log(bytes) {
         Ok(scan) => scan,
         // A log is created whole (written, synced, renamed), so a short
         // header is a file damaged since: nothing in it can be read.
@@ -377,7 +403,6 @@ mod tests {
     use crate::wire::{Change, Entry, LogId, NodeId, Snapshot};
 
     const CLUSTER: u32 = 7;
-    const MAX: usize = 1 << 20;
 
     fn set(term: u64, key: &str) -> Entry {
         Entry {
@@ -452,7 +477,7 @@ mod tests {
     #[test]
     fn a_log_replays_to_the_state_it_recorded() {
         let (log, image) = sample_log();
-        let recovery = recover(None, Some(&log), CLUSTER, MAX).expect("recovers");
+        let recovery = recover(None, Some(&log), CLUSTER).expect("recovers");
         assert_eq!(recovery.image, image);
         assert_eq!(recovery.records, 7);
         assert_eq!(recovery.damage, None);
@@ -471,7 +496,7 @@ mod tests {
             &mut log,
         );
         for cut in whole + 1..log.len() {
-            let recovery = recover(None, Some(&log[..cut]), CLUSTER, MAX).expect("recovers");
+            let recovery = recover(None, Some(&log[..cut]), CLUSTER).expect("recovers");
             let damage = recovery.damage.expect("damage reported");
             assert_eq!(damage.offset, whole, "cut at {cut}");
             assert_eq!(damage.bytes_dropped, cut - whole);
@@ -481,17 +506,62 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_record_and_everything_after_it_is_cut_off() {
+    fn damage_before_the_last_record_refuses_to_recover_and_names_the_offset() {
         let (log, _) = sample_log();
-        let first_record = HEADER_BYTES;
-        for at in first_record..log.len() {
+        let starts: Vec<usize> = scan_log(&log)
+            .unwrap()
+            .records
+            .iter()
+            .map(|(at, _)| *at)
+            .collect();
+        let last = *starts.last().unwrap();
+        for at in HEADER_BYTES..last {
             let mut bad = log.clone();
             bad[at] ^= 0x10;
-            let recovery = recover(None, Some(&bad), CLUSTER, MAX).expect("recovers");
-            let damage = recovery.damage.expect("damage reported");
-            assert!(damage.offset <= at, "flip at {at} cut at {}", damage.offset);
-            assert_eq!(recovery.log_keep_bytes, Some(damage.offset));
+            match recover(None, Some(&bad), CLUSTER) {
+                Err(RecoveryError {
+                    file: LOG_FILE,
+                    reason: FormatError::Damaged { offset, .. },
+                }) => {
+                    let record = starts.iter().rev().find(|s| **s <= at).unwrap();
+                    assert_eq!(offset, *record, "flip at {at}");
+                }
+                // A flipped length may make the record reach the end.
+                Ok(recovery) => {
+                    let damage = recovery.damage.expect("damage reported");
+                    assert!(damage.offset <= at, "flip at {at}");
+                }
+                Err(other) => panic!("flip at {at}: {other:?}"),
+            }
         }
+        // Damage in the last record is a torn tail: cut off.
+        for at in last + RECORD_HEADER_BYTES..log.len() {
+            let mut bad = log.clone();
+            bad[at] ^= 0x10;
+            let recovery = recover(None, Some(&bad), CLUSTER).expect("recovers");
+            let damage = recovery.damage.expect("damage reported");
+            assert_eq!(damage.offset, last, "flip at {at}");
+            assert_eq!(recovery.log_keep_bytes, Some(last));
+        }
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_torn_but_zeros_before_records_are_damage() {
+        let (log, _) = sample_log();
+        let mut zeros = log.clone();
+        zeros.extend_from_slice(&[0; 100]);
+        let recovery = recover(None, Some(&zeros), CLUSTER).expect("recovers");
+        assert_eq!(recovery.log_keep_bytes, Some(log.len()));
+        assert_eq!(recovery.damage.map(|d| d.bytes_dropped), Some(100));
+
+        let mut hole = log_header(header(0)).to_vec();
+        hole.extend_from_slice(&[0; 16]);
+        hole.extend_from_slice(&log[HEADER_BYTES..]);
+        let error = recover(None, Some(&hole), CLUSTER).unwrap_err();
+        assert!(
+            matches!(error.reason, FormatError::Damaged { offset, .. } if offset == HEADER_BYTES),
+            "{error:?}"
+        );
     }
 
     #[test]
@@ -504,7 +574,7 @@ mod tests {
         };
         image.entries.clear();
         let image_file = encode_image(&image, header(1));
-        let recovery = recover(Some(&image_file), Some(&log), CLUSTER, MAX).expect("recovers");
+        let recovery = recover(Some(&image_file), Some(&log), CLUSTER).expect("recovers");
         assert_eq!(recovery.image, image);
         assert_eq!(recovery.generation, 1);
         assert_eq!(recovery.log_keep_bytes, None);
@@ -512,7 +582,7 @@ mod tests {
         let old_image = encode_image(&DurableImage::default(), header(0));
         let mut newer_log = log_header(header(1)).to_vec();
         newer_log.extend_from_slice(&log[HEADER_BYTES..]);
-        let error = recover(Some(&old_image), Some(&newer_log), CLUSTER, MAX).unwrap_err();
+        let error = recover(Some(&old_image), Some(&newer_log), CLUSTER).unwrap_err();
         assert_eq!(error.file, LOG_FILE);
         assert!(matches!(
             error.reason,
@@ -546,7 +616,7 @@ mod tests {
             },
             &mut log,
         );
-        let recovery = recover(Some(&image_file), Some(&log), CLUSTER, MAX).expect("recovers");
+        let recovery = recover(Some(&image_file), Some(&log), CLUSTER).expect("recovers");
         assert_eq!(recovery.image.entries, vec![set(2, "d"), set(2, "f")]);
         // A record that skips a version cannot follow: cut there.
         encode_record(
@@ -556,7 +626,7 @@ mod tests {
             },
             &mut log,
         );
-        let recovery = recover(Some(&image_file), Some(&log), CLUSTER, MAX).expect("recovers");
+        let recovery = recover(Some(&image_file), Some(&log), CLUSTER).expect("recovers");
         assert!(matches!(
             recovery.damage.map(|d| d.reason),
             Some(FormatError::Gap { version: 9, .. })
@@ -570,18 +640,15 @@ mod tests {
         for at in 0..image.len() {
             let mut bad = image.clone();
             bad[at] ^= 0x01;
-            assert!(
-                recover(Some(&bad), None, CLUSTER, MAX).is_err(),
-                "flip at {at}"
-            );
+            assert!(recover(Some(&bad), None, CLUSTER).is_err(), "flip at {at}");
         }
         for cut in 0..image.len() {
-            assert!(recover(Some(&image[..cut]), None, CLUSTER, MAX).is_err());
+            assert!(recover(Some(&image[..cut]), None, CLUSTER).is_err());
         }
-        let error = recover(Some(&image), None, CLUSTER + 1, MAX).unwrap_err();
+        let error = recover(Some(&image), None, CLUSTER + 1).unwrap_err();
         assert!(matches!(error.reason, FormatError::OtherCluster { .. }));
         let (log, _) = sample_log();
-        let error = recover(None, Some(&log), CLUSTER + 1, MAX).unwrap_err();
+        let error = recover(None, Some(&log), CLUSTER + 1).unwrap_err();
         assert_eq!(error.file, LOG_FILE);
     }
 
@@ -589,8 +656,8 @@ mod tests {
     fn a_record_longer_than_the_limit_is_damage_not_an_allocation() {
         let mut log = log_header(header(0)).to_vec();
         log.extend_from_slice(&u32::MAX.to_le_bytes());
-        log.extend_from_slice(&[0; 4]);
-        let recovery = recover(None, Some(&log), CLUSTER, MAX).expect("recovers");
+        log.extend_from_slice(&[1; 4]);
+        let recovery = recover(None, Some(&log), CLUSTER).expect("recovers");
         assert!(matches!(
             recovery.damage.map(|d| d.reason),
             Some(FormatError::TooLarge { .. })

@@ -129,6 +129,19 @@ pub enum DecodeError {
         /// The tag's length.
         len: usize,
     },
+    /// A term, version or member id is beyond the protocol's maximum
+    /// ([`TERM_MAX`](super::TERM_MAX), [`VERSION_MAX`](super::VERSION_MAX),
+    /// [`NODE_ID_MAX`](super::NODE_ID_MAX)), so that a receiver's sums on
+    /// it cannot overflow.
+    #[error("{field} of {value} exceeds the maximum of {max}")]
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+        /// The value it carries.
+        value: u64,
+        /// The largest value allowed.
+        max: u64,
+    },
 }
 
 /// The reason of a [`DecodeError`] without its details: an index for
@@ -165,11 +178,14 @@ pub enum DecodeReason {
     MissingTag,
     /// See [`DecodeError::BadTag`].
     BadTag,
+    /// See [`DecodeError::OutOfRange`].
+    OutOfRange,
 }
 
 impl DecodeReason {
-    /// Every reason, in counter order: `ALL[r.index()] == r`.
-    pub const ALL: [DecodeReason; 15] = [
+    /// Every reason, in counter order: `ALL[r.index()] == r`. Append-only,
+    /// like message kinds: a reason keeps its position forever.
+    pub const ALL: [DecodeReason; 16] = [
         DecodeReason::TooShort,
         DecodeReason::BadMagic,
         DecodeReason::UnsupportedVersion,
@@ -185,6 +201,7 @@ impl DecodeReason {
         DecodeReason::TrailingBytes,
         DecodeReason::MissingTag,
         DecodeReason::BadTag,
+        DecodeReason::OutOfRange,
     ];
 
     /// Position of this reason in [`DecodeReason::ALL`], for counter arrays.
@@ -210,6 +227,7 @@ impl DecodeReason {
             DecodeReason::TrailingBytes => "trailing_bytes",
             DecodeReason::MissingTag => "missing_tag",
             DecodeReason::BadTag => "bad_tag",
+            DecodeReason::OutOfRange => "out_of_range",
         }
     }
 }
@@ -239,6 +257,7 @@ impl DecodeError {
             DecodeError::TrailingBytes { .. } => DecodeReason::TrailingBytes,
             DecodeError::MissingTag => DecodeReason::MissingTag,
             DecodeError::BadTag { .. } => DecodeReason::BadTag,
+            DecodeError::OutOfRange { .. } => DecodeReason::OutOfRange,
         }
     }
 }

@@ -453,6 +453,7 @@ fn decode(input: &[u8], limits: &DecodeLimits, auth: Auth<'_>) -> Result<Frame, 
     rest = &rest[used..];
     let (term, used) = varint::get_u64(rest, "term")?;
     rest = &rest[used..];
+    super::range::check_header(sender, term)?;
     let (declared, used) = varint::get_u64(rest, "payload length")?;
     rest = &rest[used..];
     if declared > rest.len() as u64 {
@@ -469,6 +470,7 @@ fn decode(input: &[u8], limits: &DecodeLimits, auth: Auth<'_>) -> Result<Frame, 
         });
     }
     let message = super::payload::decode(kind, payload)?;
+    super::range::check_message(&message)?;
     Ok(Frame {
         cluster_id,
         generation,

@@ -160,12 +160,23 @@ fn text() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A term within the wire's range (larger ones are refused at decode).
+pub fn term() -> impl Strategy<Value = u64> {
+    prop_oneof![0u64..1000, 0..=TERM_MAX]
+}
+
+/// A version within the wire's range, with room for the entries of an
+/// append after it.
+pub fn version() -> impl Strategy<Value = u64> {
+    prop_oneof![0u64..1000, 0..=VERSION_MAX - 8]
+}
+
 fn log_id() -> impl Strategy<Value = LogId> {
-    (any::<u64>(), any::<u64>()).prop_map(|(term, version)| LogId { term, version })
+    (term(), version()).prop_map(|(term, version)| LogId { term, version })
 }
 
 fn node_id() -> impl Strategy<Value = NodeId> {
-    prop_oneof![0u32..300, any::<u32>()].prop_map(NodeId)
+    prop_oneof![0u32..300, 0..=NODE_ID_MAX].prop_map(NodeId)
 }
 
 fn member() -> impl Strategy<Value = Member> {
@@ -197,7 +208,7 @@ fn change() -> impl Strategy<Value = Change> {
 }
 
 fn entry() -> impl Strategy<Value = Entry> {
-    (any::<u64>(), change()).prop_map(|(term, change)| Entry { term, change })
+    (term(), change()).prop_map(|(term, change)| Entry { term, change })
 }
 
 fn client_op() -> impl Strategy<Value = ClientOp> {
@@ -227,10 +238,10 @@ fn client_reply() -> impl Strategy<Value = ClientReply> {
             text(),
             prop::option::of(node_id()),
             text(),
-            any::<u64>(),
+            term(),
             prop::option::of(text()),
             prop::collection::vec(member(), 0..3),
-            any::<u64>(),
+            version(),
             prop::option::of(any::<u64>())
         )
             .prop_map(
@@ -248,11 +259,11 @@ fn client_reply() -> impl Strategy<Value = ClientReply> {
                     })
                 }
             ),
-        (any::<u64>(), prop::collection::vec((text(), text()), 0..4))
+        (version(), prop::collection::vec((text(), text()), 0..4))
             .prop_map(|(version, map)| ClientReply::Map { version, map }),
-        (any::<u64>(), prop::option::of(text()))
+        (version(), prop::option::of(text()))
             .prop_map(|(version, value)| ClientReply::Value { version, value }),
-        any::<u64>().prop_map(|version| ClientReply::Written { version }),
+        version().prop_map(|version| ClientReply::Written { version }),
         (failure, text()).prop_map(|(failure, message)| ClientReply::Failed { failure, message }),
     ]
 }
@@ -260,9 +271,9 @@ fn client_reply() -> impl Strategy<Value = ClientReply> {
 /// Any message of any kind, with random field values.
 pub fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (log_id(), any::<u64>(), any::<u64>())
+        (log_id(), version(), any::<u64>())
             .prop_map(|(last, commit, seq)| Message::Heartbeat(Heartbeat { last, commit, seq })),
-        (any::<u64>(), any::<bool>(), any::<u64>()).prop_map(|(seq, matched, version)| {
+        (any::<u64>(), any::<bool>(), version()).prop_map(|(seq, matched, version)| {
             Message::HeartbeatAck(HeartbeatAck {
                 seq,
                 matched,
@@ -276,7 +287,7 @@ pub fn message() -> impl Strategy<Value = Message> {
         any::<bool>().prop_map(|granted| Message::VoteResponse(VoteResponse { granted })),
         (
             log_id(),
-            any::<u64>(),
+            version(),
             any::<u64>(),
             prop::collection::vec(entry(), 0..6)
         )
@@ -286,7 +297,7 @@ pub fn message() -> impl Strategy<Value = Message> {
                 seq,
                 entries
             })),
-        (any::<u64>(), any::<bool>(), any::<u64>()).prop_map(|(seq, success, version)| {
+        (any::<u64>(), any::<bool>(), version()).prop_map(|(seq, success, version)| {
             Message::AppendAck(AppendAck {
                 seq,
                 success,
@@ -314,7 +325,7 @@ pub fn message() -> impl Strategy<Value = Message> {
         Just(Message::TimeoutNow(TimeoutNow)),
         any::<u64>()
             .prop_map(|request_id| Message::ReadIndexRequest(ReadIndexRequest { request_id })),
-        (any::<u64>(), prop::option::of(any::<u64>())).prop_map(|(request_id, index)| {
+        (any::<u64>(), prop::option::of(version())).prop_map(|(request_id, index)| {
             Message::ReadIndexResponse(ReadIndexResponse { request_id, index })
         }),
         (node_id(), any::<u64>())
@@ -351,7 +362,7 @@ pub fn frame() -> impl Strategy<Value = Frame> {
     (
         any::<u32>(),
         node_id(),
-        prop_oneof![0u64..1000, any::<u64>()],
+        term(),
         message(),
         prop::option::of(prop::collection::vec(
             any::<u8>(),
