@@ -48,6 +48,8 @@ const RESTART_SEEDS: &[u64] = &[
     86,  // 8: the founder restarted between the removal and the re-adding
     302, // 8: the founder cut off while it listened (a simulator rule)
     358, // 8: one pre-vote per round, all lost: the founder founded again
+    38,  // 9: a member behind the change that added the leader dropped its
+         // heartbeats (the leader's address taken only from the member list)
 ];
 
 fn options() -> RunOptions {

@@ -340,14 +340,15 @@ impl Core {
         }
         let addr = match self.addr_of(leader) {
             Some(addr) => addr,
-            None if self.config.is_empty() && self.state.members.is_empty() => self
+            // A leader our configuration does not list yet: we joined a
+            // moment ago, or fell behind the change that added it. Only it
+            // can bring us up to date, so follow it where its frames come
+            // from (its listening socket) until our log names it; from then
+            // on the member list's address is used, whatever the source.
+            None => self
                 .leader
                 .filter(|(id, _)| *id == leader)
                 .map_or(from, |(_, addr)| addr),
-            None => {
-                self.metrics.dropped_unexpected += 1;
-                return None;
-            }
         };
         if !matches!(self.role, RoleState::Follower) {
             self.role = RoleState::Follower;
