@@ -52,6 +52,9 @@ fn config(durable: bool, seeds: Vec<SocketAddr>) -> CoreConfig {
 
 /// The node under test: member 2 of three voters with a short log, a
 /// founder leading alone, or a node joining through seeds.
+/// The cluster generation of the restored core, and of most frames sent.
+const GENERATION: u64 = 0x5EED;
+
 fn core(u: &mut Unstructured) -> Result<Core> {
     let durable = u.arbitrary()?;
     Ok(match u.int_in_range(0..=2u8)? {
@@ -61,12 +64,14 @@ fn core(u: &mut Unstructured) -> Result<Core> {
                     id: NodeId(2),
                     incarnation: 1,
                     addr: addr(2).to_string(),
+                    generation: GENERATION,
                 }),
                 hard_state: HardState {
                     term: u.int_in_range(0..=5)?,
                     voted_for: None,
                 },
                 snapshot: Snapshot {
+                    generation: GENERATION,
                     last: LogId {
                         term: 1,
                         version: u.int_in_range(0..=3)?,
@@ -184,6 +189,11 @@ impl Near {
             map.insert(k, v);
         }
         Ok(Snapshot {
+            generation: if u.arbitrary()? {
+                GENERATION
+            } else {
+                u.arbitrary()?
+            },
             last: self.log_id(u)?,
             members: list(u, |u| self.member(u))?,
             next_member_id: u.arbitrary()?,
@@ -285,7 +295,7 @@ fn command(u: &mut Unstructured) -> Result<Command> {
             for (k, v) in list(u, |u| Ok((string(u)?, string(u)?)))? {
                 map.insert(k, v);
             }
-            Command::Update { map }
+            Command::Update { map: map.into() }
         }
         3 => Command::ReadLinearizable,
         4 => Command::Leave,
@@ -335,7 +345,17 @@ fn run(u: &mut Unstructured) -> Result<()> {
         };
         match u.int_in_range(0..=7u8)? {
             0..=2 => {
-                let frame = Frame::new(CLUSTER, node_id(u)?, near.term(u)?, near.message(u)?);
+                // Mostly of the core's own cluster generation (or the one a
+                // restored core has), else none or any: frames of another
+                // history must change nothing.
+                let generation = match u.int_in_range(0..=5u8)? {
+                    0 => None,
+                    1 => Some(u.arbitrary()?),
+                    2 => Some(GENERATION),
+                    _ => core.generation().or(Some(GENERATION)),
+                };
+                let frame = Frame::new(CLUSTER, node_id(u)?, near.term(u)?, near.message(u)?)
+                    .with_generation(generation);
                 let from = addr(u.int_in_range(0..=4)?);
                 let mut bytes = BytesMut::new();
                 let stream = u.arbitrary()?;

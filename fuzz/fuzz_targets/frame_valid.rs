@@ -235,6 +235,7 @@ fn client_reply(u: &mut Unstructured) -> Result<ClientReply> {
             members: list(u, member)?,
             version: version(u)?,
             since_heartbeat_ms: u.arbitrary()?,
+            generation: u.arbitrary()?,
         }),
         1 => ClientReply::Map {
             version: version(u)?,
