@@ -558,7 +558,7 @@ impl History {
             ));
             return Ok(());
         }
-        let mut search = Search::new(ops, init);
+        let mut search = Search::new(ops, init.clone(), true);
         let result = search.run(limits.configurations_max);
         report.configurations += search.configurations;
         match result {
@@ -571,7 +571,17 @@ impl History {
                 ));
                 Ok(())
             }
-            Ended::Stuck => Err(self.explain(ops, &search, scope)),
+            Ended::Stuck => {
+                // The pruned search stops where a write would doom a read;
+                // the plain one goes on to the read itself, which says
+                // more. Its verdict is the same: it only explains.
+                let mut plain = Search::new(ops, init, false);
+                let explained = match plain.run(limits.configurations_max) {
+                    Ended::Stuck => &plain,
+                    _ => &search,
+                };
+                Err(self.explain(ops, explained, scope))
+            }
         }
     }
 
@@ -825,13 +835,41 @@ struct Search<'a> {
     visited: HashSet<Visited>,
     configurations: u64,
     deepest: Option<Deepest>,
+    /// Unplaced reads by what they expect, (slot, value) -> (completion,
+    /// operation).
+    readers: HashMap<(usize, u32), BTreeSet<(u64, usize)>>,
+    /// Unplaced writes by what they write, (slot, value) -> (invocation,
+    /// operation).
+    writers: HashMap<(usize, u32), BTreeSet<(u64, usize)>>,
+    /// Whether to prune writes that doom a read (see `dooms_a_read`).
+    prune: bool,
 }
 
 /// The head of the event list.
 const HEAD: usize = 0;
 
+/// One configuration on the search's path: its candidates, the next one
+/// to try, and the one placed to go deeper (with the state before it).
+struct Frame {
+    candidates: Vec<usize>,
+    first_optional: usize,
+    next: usize,
+    placed: Option<(usize, Vec<u32>)>,
+}
+
+impl Frame {
+    fn new((candidates, first_optional): (Vec<usize>, usize)) -> Frame {
+        Frame {
+            candidates,
+            first_optional,
+            next: 0,
+            placed: None,
+        }
+    }
+}
+
 impl<'a> Search<'a> {
-    fn new(ops: &'a [Prepared], init: Vec<u32>) -> Search<'a> {
+    fn new(ops: &'a [Prepared], init: Vec<u32>, prune: bool) -> Search<'a> {
         // Events 1..: (time, completion after invocation at a tie, op).
         let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * ops.len());
         for (i, p) in ops.iter().enumerate() {
@@ -874,7 +912,7 @@ impl<'a> Search<'a> {
                 o += 1;
             }
         }
-        Search {
+        let mut search = Search {
             ops,
             event_op,
             is_call,
@@ -892,7 +930,57 @@ impl<'a> Search<'a> {
             visited: HashSet::new(),
             configurations: 0,
             deepest: None,
+            readers: HashMap::new(),
+            writers: HashMap::new(),
+            prune,
+        };
+        for op in 0..ops.len() {
+            search.index(op, true);
         }
+        search
+    }
+
+    /// Adds operation `op` to (or takes it from) the indexes of unplaced
+    /// reads and writes.
+    fn index(&mut self, op: usize, unplaced: bool) {
+        let p = &self.ops[op];
+        let (index, pairs, at) = match &p.step {
+            Step::Expect(want) => (&mut self.readers, want, p.complete.unwrap_or(u64::MAX)),
+            Step::Write(w) => (&mut self.writers, w, p.invoke),
+        };
+        for &pair in pairs {
+            let set = index.entry(pair).or_default();
+            if unplaced {
+                set.insert((at, op));
+            } else {
+                set.remove(&(at, op));
+            }
+        }
+    }
+
+    /// Whether placing write `op` now dooms an unplaced read: one that
+    /// expects a value `op` overwrites, and that no unplaced write invoked
+    /// before the read completed can bring back. (Pruning such a branch
+    /// changes no verdict, and saves discovering the dead read only at its
+    /// completion, after every order of what lies between.)
+    fn dooms_a_read(&self, op: usize) -> bool {
+        let Step::Write(w) = &self.ops[op].step else {
+            return false;
+        };
+        w.iter().any(|&(slot, value)| {
+            let old = self.state[slot];
+            if old == value {
+                return false;
+            }
+            let Some(&(read_done, _)) = self.readers.get(&(slot, old)).and_then(|r| r.first())
+            else {
+                return false;
+            };
+            self.writers
+                .get(&(slot, old))
+                .and_then(|w| w.first())
+                .is_none_or(|&(invoked, _)| invoked >= read_done)
+        })
     }
 
     fn lift(&mut self, call: usize) {
@@ -918,6 +1006,7 @@ impl<'a> Search<'a> {
     }
 
     fn mark(&mut self, op: usize) {
+        self.index(op, false);
         let r = self.rank[op];
         if !self.required[op] {
             self.optional[r as usize / 64] |= 1 << (r % 64);
@@ -938,6 +1027,7 @@ impl<'a> Search<'a> {
     }
 
     fn unmark(&mut self, op: usize) {
+        self.index(op, true);
         let r = self.rank[op];
         if !self.required[op] {
             self.optional[r as usize / 64] &= !(1 << (r % 64));
@@ -964,55 +1054,102 @@ impl<'a> Search<'a> {
         }
     }
 
+    /// The operations that may take effect next: those invoked before the
+    /// first completion still in the list. Required ones come first, the
+    /// one that must complete soonest first (an operation that completes
+    /// late is placed late, right before a result needs it, instead of
+    /// being tried at every point of its long interval); then the optional
+    /// ones (unknown writes), tried only once every required choice here
+    /// failed.
+    fn candidates(&self) -> (Vec<usize>, usize) {
+        let mut required = Vec::new();
+        let mut optional = Vec::new();
+        let mut e = self.next[HEAD];
+        while e != NONE && self.is_call[e] {
+            let op = self.event_op[e];
+            if self.required[op] {
+                required.push(e);
+            } else {
+                optional.push(e);
+            }
+            e = self.next[e];
+        }
+        required.sort_by_key(|&e| self.ops[self.event_op[e]].complete);
+        let first_optional = required.len();
+        required.extend(optional);
+        (required, first_optional)
+    }
+
+    /// The search proper: depth first over the candidates of each
+    /// configuration. An optional write that would not change the state is
+    /// never placed: leaving it for later keeps every choice it would give.
     fn run(&mut self, configurations_max: u64) -> Ended {
-        let mut stack: Vec<(usize, Vec<u32>)> = Vec::new();
-        let mut cur = self.next[HEAD];
+        let mut frames = vec![Frame::new(self.candidates())];
         loop {
             if self.required_left == 0 {
                 return Ended::Linearizable;
             }
-            // A required completion always comes before the optional ones
-            // (at the end), so the walk meets one before running out.
-            if self.is_call[cur] {
-                let op = self.event_op[cur];
-                if let Some(next) = self.ops[op].step.apply(&self.state) {
-                    self.mark(op);
-                    if self.visited.insert(self.visited_key(&next)) {
-                        self.configurations += 1;
-                        if self.configurations > configurations_max {
-                            return Ended::Exceeded;
-                        }
-                        let before = std::mem::replace(&mut self.state, next);
-                        stack.push((cur, before));
-                        self.lift(cur);
-                        cur = self.next[HEAD];
-                        continue;
-                    }
-                    self.unmark(op);
-                }
-                cur = self.next[cur];
-            } else {
-                self.note_stuck(cur, &stack);
-                let Some((call, before)) = stack.pop() else {
+            let top = frames.len() - 1;
+            let frame = &mut frames[top];
+            let Some(&call) = frame.candidates.get(frame.next) else {
+                // Every choice here failed: back to the configuration before.
+                let first_done = self.first_completion();
+                self.note_stuck(first_done, &frames);
+                frames.pop();
+                let Some(parent) = frames.last_mut() else {
                     return Ended::Stuck;
                 };
-                self.unmark(self.event_op[call]);
+                let (placed, before) = parent.placed.take().expect("a placement led here");
+                self.unmark(self.event_op[placed]);
                 self.state = before;
-                self.unlift(call);
-                cur = self.next[call];
+                self.unlift(placed);
+                continue;
+            };
+            let optional = frame.next >= frame.first_optional;
+            frame.next += 1;
+            let op = self.event_op[call];
+            let next = self.ops[op]
+                .step
+                .apply(&self.state)
+                .filter(|next| !optional || *next != self.state);
+            let Some(next) = next else { continue };
+            if self.prune && self.dooms_a_read(op) {
+                continue;
             }
+            self.mark(op);
+            if !self.visited.insert(self.visited_key(&next)) {
+                self.unmark(op);
+                continue;
+            }
+            self.configurations += 1;
+            if self.configurations > configurations_max {
+                return Ended::Exceeded;
+            }
+            let before = std::mem::replace(&mut self.state, next);
+            frames[top].placed = Some((call, before));
+            self.lift(call);
+            frames.push(Frame::new(self.candidates()));
         }
     }
 
+    /// The first completion event still in the list.
+    fn first_completion(&self) -> usize {
+        let mut e = self.next[HEAD];
+        while e != NONE && self.is_call[e] {
+            e = self.next[e];
+        }
+        e
+    }
+
     /// Keeps the deepest point of the search for the explanation.
-    fn note_stuck(&mut self, done: usize, stack: &[(usize, Vec<u32>)]) {
+    fn note_stuck(&mut self, done: usize, frames: &[Frame]) {
         let placed = self.placed_required.len() - self.required_left;
         if self.deepest.as_ref().is_some_and(|d| d.placed >= placed) {
             return;
         }
         let mut writers = HashMap::new();
-        for &(call, _) in stack.iter().rev() {
-            let op = self.event_op[call];
+        for (call, _) in frames.iter().rev().filter_map(|f| f.placed.as_ref()) {
+            let op = self.event_op[*call];
             if let Step::Write(w) = &self.ops[op].step {
                 for &(s, _) in w {
                     writers.entry(s).or_insert(op);
