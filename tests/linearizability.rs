@@ -404,3 +404,277 @@ fn a_search_past_its_bound_is_reported_not_decided() {
     let report = h.check_with(few).expect("a bound is no violation");
     assert!(report.exceeded[0].contains("24 operations"), "{report:?}");
 }
+
+/// A small deterministic generator (xorshift), so a failing case replays.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// What the reference checker knows of one operation.
+#[derive(Debug, Clone)]
+struct Plain {
+    call: Call,
+    invoke: usize,
+    complete: Option<usize>,
+    /// 0 ok, 1 failed, 2 unknown.
+    outcome: u8,
+    returned: Option<Returned>,
+}
+
+fn apply(state: &mut BTreeMap<String, String>, call: &Call) {
+    match call {
+        Call::Set { key, value } => {
+            state.insert(key.clone(), value.clone());
+        }
+        Call::Remove { key } => {
+            state.remove(key);
+        }
+        Call::Update { map } => *state = map.clone(),
+        Call::Get { .. } | Call::Read => {}
+    }
+}
+
+fn observe(state: &BTreeMap<String, String>, call: &Call) -> Option<Returned> {
+    match call {
+        Call::Get { key } => Some(Returned::Value(state.get(key).cloned())),
+        Call::Read => Some(Returned::Map(state.clone())),
+        _ => None,
+    }
+}
+
+/// The definition, by brute force: some order of the acknowledged
+/// operations and of some of the unknown writes, respecting real time, in
+/// which every read returns what the writes before it leave.
+fn linearizable_by_brute_force(ops: &[Plain]) -> bool {
+    fn place(
+        ops: &[&Plain],
+        placed: &mut Vec<bool>,
+        state: &BTreeMap<String, String>,
+        required_left: usize,
+    ) -> bool {
+        if required_left == 0 {
+            return true;
+        }
+        for i in 0..ops.len() {
+            if placed[i] {
+                continue;
+            }
+            // Everything that completed before it was invoked goes first.
+            let blocked = (0..ops.len()).any(|j| {
+                !placed[j] && j != i && ops[j].complete.is_some_and(|c| c < ops[i].invoke)
+            });
+            if blocked {
+                continue;
+            }
+            if ops[i].returned.is_some() && observe(state, &ops[i].call) != ops[i].returned {
+                continue;
+            }
+            let mut next = state.clone();
+            apply(&mut next, &ops[i].call);
+            placed[i] = true;
+            let left = required_left - usize::from(ops[i].outcome == 0);
+            if place(ops, placed, &next, left) {
+                return true;
+            }
+            placed[i] = false;
+        }
+        false
+    }
+    let kept: Vec<&Plain> = ops
+        .iter()
+        .filter(|p| p.outcome == 0 || (p.outcome == 2 && !p.call.is_read()))
+        .collect();
+    let required = kept.iter().filter(|p| p.outcome == 0).count();
+    // An unknown write's completion is no bound: it may come any time after.
+    let kept: Vec<Plain> = kept
+        .into_iter()
+        .map(|p| Plain {
+            complete: if p.outcome == 0 { p.complete } else { None },
+            ..p.clone()
+        })
+        .collect();
+    let kept: Vec<&Plain> = kept.iter().collect();
+    place(
+        &kept,
+        &mut vec![false; kept.len()],
+        &BTreeMap::new(),
+        required,
+    )
+}
+
+trait IsRead {
+    fn is_read(&self) -> bool;
+}
+
+impl IsRead for Call {
+    fn is_read(&self) -> bool {
+        matches!(self, Call::Get { .. } | Call::Read)
+    }
+}
+
+fn random_call(rng: &mut Rng) -> Call {
+    let key = |rng: &mut Rng| ["a", "b"][rng.below(2) as usize].to_string();
+    let value = |rng: &mut Rng| format!("{}", rng.below(3));
+    match rng.below(6) {
+        0 | 1 => Call::Set {
+            key: key(rng),
+            value: value(rng),
+        },
+        2 => Call::Remove { key: key(rng) },
+        3 => {
+            let mut map = BTreeMap::new();
+            for k in ["a", "b"] {
+                if rng.below(2) == 0 {
+                    map.insert(k.to_string(), value(rng));
+                }
+            }
+            Call::Update { map }
+        }
+        4 => Call::Get { key: key(rng) },
+        _ => Call::Read,
+    }
+}
+
+/// A random execution: each operation takes effect at some moment of its
+/// interval (an unknown write perhaps later, perhaps never; a failed one
+/// never), then, two times in three, one read's result is changed.
+fn random_history(rng: &mut Rng, count: usize) -> Vec<Plain> {
+    let mut ops: Vec<Plain> = Vec::new();
+    let mut state = BTreeMap::new();
+    // (op, taken effect, will take effect)
+    let mut open: Vec<(usize, bool, bool)> = Vec::new();
+    let mut t = 0;
+    for _ in 0..200 {
+        t += 1;
+        match rng.below(3) {
+            0 if ops.len() < count => {
+                let outcome = [0, 0, 0, 1, 2][rng.below(5) as usize];
+                ops.push(Plain {
+                    call: random_call(rng),
+                    invoke: t,
+                    complete: None,
+                    outcome,
+                    returned: None,
+                });
+                let effect = outcome == 0 || (outcome == 2 && rng.below(2) == 0);
+                open.push((ops.len() - 1, false, effect));
+            }
+            1 if !open.is_empty() => {
+                let k = rng.below(open.len() as u64) as usize;
+                let (op, done, effect) = &mut open[k];
+                if *effect && !*done {
+                    *done = true;
+                    apply(&mut state, &ops[*op].call);
+                    ops[*op].returned = observe(&state, &ops[*op].call);
+                }
+            }
+            _ if !open.is_empty() => {
+                let k = rng.below(open.len() as u64) as usize;
+                let (op, done, effect) = open[k];
+                let op = &mut ops[op];
+                if op.complete.is_none() && (done || op.outcome != 0) {
+                    op.complete = Some(t);
+                    // An unknown write may still take effect.
+                    if !(op.outcome == 2 && effect && !done) {
+                        open.remove(k);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // Unanswered at the end: unknown.
+    for op in &mut ops {
+        if op.complete.is_none() {
+            op.outcome = 2;
+        }
+        if op.outcome != 0 {
+            op.returned = None;
+        }
+    }
+    if rng.below(3) != 0 {
+        let reads: Vec<usize> = (0..ops.len())
+            .filter(|&i| ops[i].returned.is_some())
+            .collect();
+        if !reads.is_empty() {
+            let i = reads[rng.below(reads.len() as u64) as usize];
+            let mut fake = BTreeMap::new();
+            for k in ["a", "b"] {
+                if rng.below(2) == 0 {
+                    fake.insert(k.to_string(), format!("{}", rng.below(3)));
+                }
+            }
+            ops[i].returned = Some(match &ops[i].call {
+                Call::Get { key } => Returned::Value(fake.remove(key)),
+                _ => Returned::Map(fake),
+            });
+        }
+    }
+    ops
+}
+
+/// The history of `ops`, recorded in the order of their events.
+fn record(ops: &[Plain]) -> History {
+    let mut events: Vec<(usize, bool, usize)> = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        events.push((op.invoke, false, i));
+        if let Some(c) = op.complete {
+            events.push((c, true, i));
+        }
+    }
+    events.sort_unstable();
+    let mut h = History::new("steps");
+    let mut ids = vec![0; ops.len()];
+    for (t, done, i) in events {
+        let op = &ops[i];
+        if !done {
+            ids[i] = h.invoke(format!("c{i}"), op.call.clone(), t as u64);
+            continue;
+        }
+        match (op.outcome, &op.returned) {
+            (0, Some(r)) => h.read_ok(ids[i], t as u64, r.clone()),
+            (0, None) => h.ok(ids[i], t as u64),
+            (1, _) => h.failed(ids[i], t as u64),
+            _ => h.unknown(ids[i], t as u64),
+        }
+    }
+    h
+}
+
+#[test]
+fn the_checker_agrees_with_brute_force_on_small_random_histories() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let (mut yes, mut no) = (0, 0);
+    for case in 0..3_000 {
+        let count = 2 + case % 6;
+        let ops = random_history(&mut rng, count);
+        let expected = linearizable_by_brute_force(&ops);
+        let h = record(&ops);
+        match h.check() {
+            Ok(report) => {
+                assert!(report.exceeded.is_empty(), "case {case}: {report:?}");
+                assert!(
+                    expected,
+                    "case {case}: accepted, but no order exists: {ops:#?}"
+                );
+                yes += 1;
+            }
+            Err(v) => {
+                assert!(
+                    !expected,
+                    "case {case}: refused, but an order exists: {v}\n{ops:#?}"
+                );
+                no += 1;
+            }
+        }
+    }
+    // Both verdicts are exercised.
+    assert!(yes > 500 && no > 500, "{yes} linearizable, {no} not");
+}
