@@ -8,7 +8,7 @@ use simple_raft::wire::Member;
 
 use super::clients::Op;
 use super::cluster::{addr_of, Sim, Status};
-use super::linearizability::Report;
+use super::linearizability::{Limits, Report};
 use super::model::State;
 use super::network::Millis;
 pub use super::plan::{Durability, Plan, RunOptions};
@@ -122,7 +122,11 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> Ran {
     let history = if options.skip_history_check {
         Report::default()
     } else {
-        match run.sim.clients.history.check() {
+        let mut limits = Limits::default();
+        if let Some(n) = super::env_u64("SIM_LIN_CONFIGURATIONS") {
+            limits.configurations_max = n;
+        }
+        match run.sim.clients.history.check_with(limits) {
             Ok(report) => report,
             Err(violation) => run
                 .sim

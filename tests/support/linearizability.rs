@@ -41,8 +41,10 @@
 //!   required operations that may go next, the one that must complete
 //!   soonest first (an operation with a long interval is placed late, right
 //!   before a result needs it), and the optional ones only once every
-//!   required choice there failed; an optional write that would not change
-//!   the state is never placed (leaving it for later keeps every choice).
+//!   required choice there failed; an optional write is placed only if it
+//!   gives some key a value an unplaced read expects there, and only right
+//!   before another candidate that touches its keys (otherwise whatever
+//!   succeeds with it placed succeeds with it placed later, or without it).
 //!   A write that would overwrite the value an unplaced read expects, when
 //!   no unplaced write invoked before that read completed can bring the
 //!   value back, is not placed either: that branch cannot succeed. Without
@@ -976,6 +978,59 @@ impl<'a> Search<'a> {
         }
     }
 
+    /// Whether write `op` would give a slot a value that an unplaced read
+    /// expects there. An optional write that would not is never placed:
+    /// whatever succeeds after placing it succeeds without it too (every
+    /// slot it changes holds a value no read checks, so the reads after
+    /// it see those slots only once later writes have overwritten them,
+    /// and nothing has to follow an optional write).
+    fn read_needs(&self, op: usize) -> bool {
+        let Step::Write(w) = &self.ops[op].step else {
+            return false;
+        };
+        w.iter().any(|&(slot, value)| {
+            self.state[slot] != value
+                && self
+                    .readers
+                    .get(&(slot, value))
+                    .is_some_and(|r| !r.is_empty())
+        })
+    }
+
+    /// Whether one of the other `candidates` touches what optional write `op`
+    /// writes: a read that checks some of its slots and expects its values
+    /// in all of them, or a write of one of them. An optional write is
+    /// placed only right before such an operation: in any order that
+    /// succeeds with it placed now, it commutes with everything up to the
+    /// first operation that touches its slots (that operation is then a
+    /// candidate, and one of these), or, if none does, it can be left out.
+    fn touched_next(&self, op: usize, candidates: &[usize]) -> bool {
+        let Step::Write(mine) = &self.ops[op].step else {
+            return false;
+        };
+        candidates.iter().any(|&e| {
+            let other = self.event_op[e];
+            if other == op {
+                return false;
+            }
+            match &self.ops[other].step {
+                Step::Write(w) => w.iter().any(|(s, _)| mine.iter().any(|(m, _)| m == s)),
+                Step::Expect(want) => {
+                    let mut checked = false;
+                    for (s, v) in want {
+                        if let Some((_, mv)) = mine.iter().find(|(m, _)| m == s) {
+                            if mv != v {
+                                return false;
+                            }
+                            checked = true;
+                        }
+                    }
+                    checked
+                }
+            }
+        })
+    }
+
     /// Whether placing write `op` now dooms an unplaced read: one that
     /// expects a value `op` overwrites, and that no unplaced write invoked
     /// before the read completed can bring back. (Pruning such a branch
@@ -1099,8 +1154,9 @@ impl<'a> Search<'a> {
     }
 
     /// The search proper: depth first over the candidates of each
-    /// configuration. An optional write that would not change the state is
-    /// never placed: leaving it for later keeps every choice it would give.
+    /// configuration. An optional write is placed only where a read needs
+    /// it (see `read_needs`), a write never where it dooms a read (see
+    /// `dooms_a_read`).
     fn run(&mut self, configurations_max: u64) -> Ended {
         let mut frames = vec![Frame::new(self.candidates())];
         loop {
@@ -1126,11 +1182,13 @@ impl<'a> Search<'a> {
             let optional = frame.next >= frame.first_optional;
             frame.next += 1;
             let op = self.event_op[call];
-            let next = self.ops[op]
-                .step
-                .apply(&self.state)
-                .filter(|next| !optional || *next != self.state);
-            let Some(next) = next else { continue };
+            if optional && !(self.read_needs(op) && self.touched_next(op, &frames[top].candidates))
+            {
+                continue;
+            }
+            let Some(next) = self.ops[op].step.apply(&self.state) else {
+                continue;
+            };
             if self.prune && self.dooms_a_read(op) {
                 continue;
             }
