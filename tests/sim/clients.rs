@@ -268,7 +268,7 @@ impl Clients {
             .outcomes
             .entry(outcome_name(&asked.op, result))
             .or_insert(0) += 1;
-        if let Some(after) = self.record(&asked, result, map, now) {
+        if let Some(after) = self.record(&asked, result, (commit, map), now) {
             return Ok(after);
         }
         match (result, &asked.op) {
@@ -335,7 +335,7 @@ impl Clients {
         &mut self,
         asked: &Request,
         result: &Result<u64, RequestError>,
-        map: &Map,
+        (commit, map): (u64, &Map),
         now: Millis,
     ) -> Option<After> {
         let op = asked.history?;
@@ -343,8 +343,12 @@ impl Clients {
             Ok(_) if asked.op == Op::Read => {
                 let seen = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 self.history.read_ok(op, now, Returned::Map(seen));
+                self.history.hint(op, 2 * commit + 1);
             }
-            Ok(_) => self.history.ok(op, now),
+            Ok(version) => {
+                self.history.ok(op, now);
+                self.history.hint(op, 2 * version);
+            }
             Err(RequestError::NotLeader { leader: Some(_) })
                 if self.follow_redirects && asked.op.retries() && asked.hops < 3 =>
             {

@@ -41,10 +41,13 @@
 //!   required operations that may go next, the one that must complete
 //!   soonest first (an operation with a long interval is placed late, right
 //!   before a result needs it), and the optional ones only once every
-//!   required choice there failed; an optional write is placed only if it
-//!   gives some key a value an unplaced read expects there, and only right
-//!   before another candidate that touches its keys (otherwise whatever
-//!   succeeds with it placed succeeds with it placed later, or without it).
+//!   required choice there failed. Operations with a hint (the order the
+//!   system under test says it applied them in, [`History::hint`]) go
+//!   first, in that order: a correct system's history is then accepted on
+//!   the first path. An optional write is placed only if it gives some key
+//!   a value an unplaced read expects there, and only right before another
+//!   candidate that touches its keys (otherwise whatever succeeds with it
+//!   placed succeeds with it placed later, or without it).
 //!   A write that would overwrite the value an unplaced read expects, when
 //!   no unplaced write invoked before that read completed can bring the
 //!   value back, is not placed either: that branch cannot succeed. Without
@@ -140,6 +143,9 @@ pub struct Operation {
     /// of `invoke` and completion calls, not the (coarser) times.
     invoke_seq: u64,
     complete_seq: Option<u64>,
+    /// Where the system under test says it took effect (see
+    /// [`History::hint`]).
+    hint: Option<u64>,
 }
 
 /// The index of an operation in its [`History`].
@@ -249,6 +255,7 @@ impl History {
             outcome: Outcome::Pending,
             invoke_seq: self.seq,
             complete_seq: None,
+            hint: None,
         });
         self.ops.len() - 1
     }
@@ -270,6 +277,15 @@ impl History {
         );
         assert!(fits, "operation {id} cannot return {returned:?}");
         self.complete(id, at, Outcome::Ok(Some(returned)));
+    }
+
+    /// Tells where the system under test says operation `id` took effect
+    /// (a committed version: a write at `2 v`, a read of the state at `v`
+    /// at `2 v + 1`). The search tries operations in this order first, so
+    /// a history the system really linearized in that order is accepted at
+    /// once; only the speed depends on it, never the verdict.
+    pub fn hint(&mut self, id: OpId, order: u64) {
+        self.ops[id].hint = Some(order);
     }
 
     /// The operation changed nothing.
@@ -444,6 +460,7 @@ impl History {
                     invoke: op.invoke_seq,
                     complete: op.complete_seq,
                     step: Step::Write(Vec::new()),
+                    hint: op.hint,
                 });
                 continue;
             }
@@ -481,6 +498,7 @@ impl History {
                     invoke: op.invoke_seq,
                     complete: Some(done),
                     step: Step::Write(Vec::new()),
+                    hint: op.hint,
                 });
             } else if matches!(op.call, Call::Set { .. }) && own.len() == 1 {
                 report.unknown_unobserved += 1;
@@ -491,6 +509,7 @@ impl History {
                     invoke: op.invoke_seq,
                     complete: None,
                     step: Step::Write(Vec::new()),
+                    hint: op.hint,
                 });
             }
         }
@@ -768,6 +787,8 @@ struct Prepared {
     /// `None`: optional (an unknown write), it may take effect any time.
     complete: Option<u64>,
     step: Step,
+    /// The order the system under test gives (see [`History::hint`]).
+    hint: Option<u64>,
 }
 
 /// What an operation does to the state (slots of values).
@@ -1128,8 +1149,8 @@ impl<'a> Search<'a> {
     }
 
     /// The operations that may take effect next: those invoked before the
-    /// first completion still in the list. Required ones come first, the
-    /// one that must complete soonest first (an operation that completes
+    /// first completion still in the list. Required ones come first, by
+    /// hint, then the one that must complete soonest first (an operation that completes
     /// late is placed late, right before a result needs it, instead of
     /// being tried at every point of its long interval); then the optional
     /// ones (unknown writes), tried only once every required choice here
@@ -1147,7 +1168,10 @@ impl<'a> Search<'a> {
             }
             e = self.next[e];
         }
-        required.sort_by_key(|&e| self.ops[self.event_op[e]].complete);
+        required.sort_by_key(|&e| {
+            let p = &self.ops[self.event_op[e]];
+            (p.hint.unwrap_or(u64::MAX), p.complete)
+        });
         let first_optional = required.len();
         required.extend(optional);
         (required, first_optional)
