@@ -45,6 +45,8 @@ use simple_raft::{Client, Config, Error, Node, State};
 
 #[path = "support/fault_proxy.rs"]
 mod fault_proxy;
+#[path = "support/linearizability.rs"]
+mod linearizability;
 #[path = "support/process.rs"]
 mod process;
 
@@ -310,6 +312,10 @@ fn run(settings: &Settings) {
         final_map.len()
     );
     problems.extend(check_writes(&writes, &final_map, settings.nodes));
+    match check_hot_keys(&writes, &reads, &final_map, settings.writers) {
+        Ok(summary) => eprintln!("hot keys: {summary}"),
+        Err(problem) => problems.push(problem),
+    }
     problems.extend(check_relay(settings, &faulty_stats));
     eprintln!(
         "seed {} done in {:?}; relay in all: {}",
@@ -634,6 +640,9 @@ struct Write {
     value: String,
     node: usize,
     outcome: Outcome,
+    /// When it was sent and when its answer (or failure) came.
+    started: Instant,
+    done: Instant,
 }
 
 /// The key a writer's write `seq` goes to: mostly a key of its own, every
@@ -665,6 +674,7 @@ fn write_loop(
         let node = (writer + seq as usize) % cluster.nodes();
         let key = write_key(writer, seq);
         let value = format!("{writer}.{seq}");
+        let started = Instant::now();
         let outcome = if writer == 0 {
             let put = cluster.cli_waiting(node, write_timeout, &["put", &key, &value]);
             if put.ok() {
@@ -700,6 +710,8 @@ fn write_loop(
             value,
             node,
             outcome,
+            started,
+            done: Instant::now(),
         });
         seq += 1;
         thread::sleep(Duration::from_millis(10));
@@ -818,6 +830,16 @@ impl Watch {
 struct Reads {
     answered: Vec<Duration>,
     failed: u64,
+    /// The hot keys each answered read saw (the others are written once).
+    hot: Vec<HotRead>,
+}
+
+/// What one linearizable read saw of the hot keys.
+#[derive(Debug)]
+struct HotRead {
+    started: Instant,
+    done: Instant,
+    values: BTreeMap<String, String>,
 }
 
 impl std::fmt::Display for Reads {
@@ -862,8 +884,19 @@ fn read_loop(
         let started = Instant::now();
         let answer = runtime.block_on(client.request(read));
         if let Ok(ClientReply::Map { map, .. }) = answer {
-            reads.answered.push(started.elapsed());
+            let done = Instant::now();
+            reads.answered.push(done - started);
             let map: BTreeMap<String, String> = map.into_iter().collect();
+            let values = map
+                .iter()
+                .filter(|(k, _)| k.starts_with("hot-"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            reads.hot.push(HotRead {
+                started,
+                done,
+                values,
+            });
             for problem in check_read(&before, &map) {
                 problems.push(format!("linearizable read through node {node}: {problem}"));
             }
@@ -905,6 +938,85 @@ fn check_read(before: &[Write], map: &BTreeMap<String, String>) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Checks that the history of the hot keys (each written again and again by
+/// its writer, read by every linearizable read) is linearizable: the
+/// writes with their outcomes (refused: nothing changed; unknown: may take
+/// effect at any later time, or never), each read's values, and the final
+/// map. Returns a summary, or the violation.
+fn check_hot_keys(
+    writes: &[Write],
+    reads: &Reads,
+    final_map: &BTreeMap<String, String>,
+    writers: usize,
+) -> Result<String, String> {
+    use linearizability::{Call, History, Returned};
+    let hot: Vec<String> = (0..writers).map(|w| write_key(w, 3)).collect();
+    let writes: Vec<&Write> = writes.iter().filter(|w| hot.contains(&w.key)).collect();
+    // (when, completion after invocation at a tie, write or read index)
+    let mut events: Vec<(Instant, bool, usize)> = Vec::new();
+    for (i, w) in writes.iter().enumerate() {
+        events.push((w.started, false, i));
+        events.push((w.done, true, i));
+    }
+    for (i, r) in reads.hot.iter().enumerate() {
+        events.push((r.started, false, writes.len() + i));
+        events.push((r.done, true, writes.len() + i));
+    }
+    events.sort();
+    let Some(&(zero, _, _)) = events.first() else {
+        return Ok("no operations".to_string());
+    };
+    let micros = |t: Instant| t.duration_since(zero).as_micros() as u64;
+    let mut h = History::new("µs");
+    let mut write_ids = vec![0; writes.len()];
+    let mut read_ids = vec![Vec::new(); reads.hot.len()];
+    for &(at, done, i) in &events {
+        let t = micros(at);
+        match (i.checked_sub(writes.len()), done) {
+            (None, false) => {
+                let call = Call::Set {
+                    key: writes[i].key.clone(),
+                    value: writes[i].value.clone(),
+                };
+                write_ids[i] = h.invoke(format!("writer {}", writes[i].writer), call, t);
+            }
+            (None, true) => match writes[i].outcome {
+                Outcome::Acked => h.ok(write_ids[i], t),
+                Outcome::Refused(_) => h.failed(write_ids[i], t),
+                Outcome::Unknown(_) => h.unknown(write_ids[i], t),
+            },
+            (Some(r), false) => {
+                for key in &hot {
+                    let call = Call::Get { key: key.clone() };
+                    read_ids[r].push(h.invoke("reader", call, t));
+                }
+            }
+            (Some(r), true) => {
+                for (key, &id) in hot.iter().zip(&read_ids[r]) {
+                    let value = reads.hot[r].values.get(key).cloned();
+                    h.read_ok(id, t, Returned::Value(value));
+                }
+            }
+        }
+    }
+    let end = micros(events.last().expect("not empty").0) + 1;
+    for key in &hot {
+        let id = h.invoke("final map", Call::Get { key: key.clone() }, end);
+        h.read_ok(id, end, Returned::Value(final_map.get(key).cloned()));
+    }
+    match h.check() {
+        Ok(report) if report.exceeded.is_empty() => Ok(format!(
+            "{} operations checked linearizable ({} reads)",
+            report.checked, report.reads
+        )),
+        Ok(report) => Err(format!(
+            "the hot keys' history check stopped at its bound: {:?}",
+            report.exceeded
+        )),
+        Err(violation) => Err(format!("the hot keys' history: {violation}")),
+    }
 }
 
 /// Checks the final map against what the writers saw: each acknowledged

@@ -30,11 +30,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use simple_raft::wire::ClientOp;
+use simple_raft::wire::{ClientOp, ClientReply};
 use simple_raft::Client;
 
+#[path = "support/linearizability.rs"]
+mod linearizability;
 #[path = "support/process.rs"]
 mod process;
+
+use linearizability::{Call, History, Returned};
 
 use process::{addr, cli, free_port, run_node, status, wait_until, Proc};
 
@@ -443,11 +447,26 @@ struct Attempt {
     acked: bool,
     /// The version an acknowledged attempt returned.
     version: Option<u64>,
+    /// When it was sent.
+    started: Instant,
     /// When the answer (or the failure) came.
     done: Instant,
     /// The error, for an attempt that was not acknowledged.
     error: Option<String>,
 }
+
+/// A linearizable read of a hot key that returned.
+#[derive(Debug, Clone)]
+struct Read {
+    key: String,
+    value: Option<String>,
+    started: Instant,
+    done: Instant,
+}
+
+/// How long the load waits for a linearizable read (a read that gets no
+/// answer tells nothing: it is not retried).
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A thread writing sequentially through `simple_raft::Client`: mostly
 /// new keys, every third write a hot key that is overwritten again and
@@ -457,7 +476,7 @@ struct Load {
     acked: Arc<AtomicU64>,
     /// The highest version an acknowledged write returned.
     version: Arc<AtomicU64>,
-    thread: Option<JoinHandle<Vec<Attempt>>>,
+    thread: Option<JoinHandle<(Vec<Attempt>, Vec<Read>)>>,
 }
 
 impl Load {
@@ -495,8 +514,9 @@ impl Load {
         wait_until(what, RECOVERY, || (self.acked() > before).then_some(()));
     }
 
-    /// Stops the load; returns every attempt it made.
-    fn finish(mut self) -> Vec<Attempt> {
+    /// Stops the load; returns every attempt it made and the reads that
+    /// returned.
+    fn finish(mut self) -> (Vec<Attempt>, Vec<Read>) {
         self.stop.store(true, Ordering::SeqCst);
         self.thread
             .take()
@@ -521,7 +541,7 @@ fn write_load(
     stop: &AtomicBool,
     acked: &AtomicU64,
     version: &AtomicU64,
-) -> Vec<Attempt> {
+) -> (Vec<Attempt>, Vec<Read>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -530,6 +550,11 @@ fn write_load(
         let addr: SocketAddr = addr(port).parse().expect("an address");
         Client::new(addr, 0).with_timeout(WRITE_TIMEOUT)
     });
+    let readers = ports.map(|port| {
+        let addr: SocketAddr = addr(port).parse().expect("an address");
+        Client::new(addr, 0).with_timeout(READ_TIMEOUT)
+    });
+    let mut reads = Vec::new();
     let mut rng = StdRng::seed_from_u64(seed ^ 0x10ad);
     let mut quarantined_until = [Instant::now(); HOT_KEYS];
     let mut attempts = Vec::new();
@@ -558,6 +583,7 @@ fn write_load(
                 key: key.clone(),
                 value: value.clone(),
             });
+            let started = Instant::now();
             let result = runtime.block_on(write);
             attempts.push(Attempt {
                 op,
@@ -565,6 +591,7 @@ fn write_load(
                 value: value.clone(),
                 acked: result.is_ok(),
                 version: result.as_ref().ok().copied(),
+                started,
                 done: Instant::now(),
                 error: result.as_ref().err().map(|e| format!("{} via {}", e, node)),
             });
@@ -583,9 +610,97 @@ fn write_load(
         // The next write goes to the next node: every path (leader,
         // follower forwarding to it) is taken.
         node = (node + 1) % ports.len();
+        if hot.is_some() {
+            // A linearizable read of the hot key, through another node.
+            let started = Instant::now();
+            let read = readers[node].request(ClientOp::Get {
+                key: Some(key.clone()),
+                linearizable: true,
+            });
+            if let Ok(ClientReply::Value { value, .. }) = runtime.block_on(read) {
+                let done = Instant::now();
+                reads.push(Read {
+                    key,
+                    value,
+                    started,
+                    done,
+                });
+            }
+        }
         thread::sleep(WRITE_PAUSE);
     }
-    attempts
+    (attempts, reads)
+}
+
+/// Checks that the load's history is linearizable: every write attempt (an
+/// unacknowledged one has an unknown outcome), every linearizable read of
+/// a hot key that returned, and at the end a read of every key from the
+/// map all nodes agree on. Returns a summary.
+fn check_linearizable(
+    map: &BTreeMap<String, String>,
+    attempts: &[Attempt],
+    reads: &[Read],
+) -> String {
+    // (when, completion after invocation at a tie, which)
+    let mut events: Vec<(Instant, bool, usize)> = Vec::new();
+    for (i, a) in attempts.iter().enumerate() {
+        events.push((a.started, false, i));
+        events.push((a.done, true, i));
+    }
+    for (i, r) in reads.iter().enumerate() {
+        events.push((r.started, false, attempts.len() + i));
+        events.push((r.done, true, attempts.len() + i));
+    }
+    events.sort();
+    let Some(&(zero, _, _)) = events.first() else {
+        return "no operations".to_string();
+    };
+    let micros = |t: Instant| t.duration_since(zero).as_micros() as u64;
+    let mut h = History::new("µs");
+    let mut ids = vec![0; attempts.len() + reads.len()];
+    for &(at, done, i) in &events {
+        let t = micros(at);
+        match (i.checked_sub(attempts.len()), done) {
+            (None, false) => {
+                let a = &attempts[i];
+                let call = Call::Set {
+                    key: a.key.clone(),
+                    value: a.value.clone(),
+                };
+                ids[i] = h.invoke("load", call, t);
+            }
+            (None, true) if attempts[i].acked => h.ok(ids[i], t),
+            (None, true) => h.unknown(ids[i], t),
+            (Some(r), false) => {
+                let call = Call::Get {
+                    key: reads[r].key.clone(),
+                };
+                ids[i] = h.invoke("reader", call, t);
+            }
+            (Some(r), true) => h.read_ok(ids[i], t, Returned::Value(reads[r].value.clone())),
+        }
+    }
+    let end = micros(events.last().expect("not empty").0) + 1;
+    let keys: BTreeSet<&String> = attempts.iter().map(|a| &a.key).chain(map.keys()).collect();
+    for key in keys {
+        let id = h.invoke("final map", Call::Get { key: key.clone() }, end);
+        h.read_ok(id, end, Returned::Value(map.get(key).cloned()));
+    }
+    match h.check() {
+        Ok(report) => {
+            assert!(
+                report.exceeded.is_empty(),
+                "the linearizability check stopped at its bound: {:?}",
+                report.exceeded
+            );
+            format!(
+                "{} operations checked linearizable ({} reads during the load)",
+                report.checked,
+                reads.len()
+            )
+        }
+        Err(violation) => panic!("the client history is not linearizable: {violation}"),
+    }
 }
 
 /// Checks the agreed final map against what the load did: every
@@ -704,6 +819,7 @@ fn burst(ports: &[u16], tag: &str) -> Vec<Attempt> {
                                 key: key.clone(),
                                 value: value.clone(),
                             };
+                            let started = Instant::now();
                             let result = clients[node].write(op).await;
                             attempts.push(Attempt {
                                 op: 0,
@@ -711,6 +827,7 @@ fn burst(ports: &[u16], tag: &str) -> Vec<Attempt> {
                                 value: value.clone(),
                                 acked: result.is_ok(),
                                 version: result.as_ref().ok().copied(),
+                                started,
                                 done: Instant::now(),
                                 error: result.as_ref().err().map(|e| format!("{e} via burst")),
                             });
@@ -860,10 +977,11 @@ fn cycles_then_check(name: &str, dir_name: &str, durable: bool) {
                 .burst_attempts
                 .extend(crash_whole_cluster(&mut cluster, &load, &mut rng));
         }
-        let mut attempts = load.finish();
+        let (mut attempts, reads) = load.finish();
         attempts.append(&mut tally.burst_attempts);
         let map = cluster.agreed_map();
         let summary = check_history(&map, &attempts);
+        let checked = check_linearizable(&map, &attempts, &reads);
         let then = if durable {
             " with data directories, then a whole-cluster crash"
         } else {
@@ -871,7 +989,7 @@ fn cycles_then_check(name: &str, dir_name: &str, durable: bool) {
         };
         eprintln!(
             "seed {seed}: {} kill cycles ({} of the leader, {} missing a burst, {} killed again at once; {} snapshots \
-             installed; at most {} members){then}: {summary}",
+             installed; at most {} members){then}: {summary}; {checked}",
             tally.cycles,
             tally.leaders_killed,
             tally.bursts,
@@ -989,10 +1107,11 @@ fn a_whole_cluster_killed_at_once_comes_back_with_every_acknowledged_write() {
             // The load goes on: writes in flight at the crash are part of it.
             burst_attempts.extend(crash_whole_cluster(&mut cluster, &load, &mut rng));
         }
-        let mut attempts = load.finish();
+        let (mut attempts, reads) = load.finish();
         attempts.append(&mut burst_attempts);
         let map = cluster.agreed_map();
         let summary = check_history(&map, &attempts);
-        eprintln!("seed {seed}: {crashes} whole-cluster crashes: {summary}");
+        let checked = check_linearizable(&map, &attempts, &reads);
+        eprintln!("seed {seed}: {crashes} whole-cluster crashes: {summary}; {checked}");
     });
 }

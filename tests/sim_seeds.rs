@@ -7,16 +7,27 @@
 //! - `SIM_NODES=K`: force the cluster size.
 //! - `SIM_DURABILITY=off|all|mixed`: force which nodes keep a data
 //!   directory (otherwise drawn per seed: a third each).
+//! - `SIM_RETRY_WRITES=1`: clients write again after an unknown outcome,
+//!   as a new operation; `SIM_RETRY_WRITES=same`: as the same operation
+//!   (what the library's `Node` does), which may then take effect twice.
+//!
+//! Every run ends with a linearizability check of its client history
+//! (writes and linearizable reads); the summary counts the operations
+//! checked, and the searches that stopped at their bound
+//! (`SIM_LIN_CONFIGURATIONS=N` raises it, default 200 000 per search).
 
 #[path = "sim/mod.rs"]
 mod sim;
 
+use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use sim::clients::RetryWrites;
 use sim::env_u64;
+use sim::linearizability::Report;
 use sim::plan::Durability;
 use sim::run::{run_seed, RunOptions};
 
@@ -61,10 +72,65 @@ fn options() -> RunOptions {
             "mixed" => Durability::Mixed,
             other => panic!("SIM_DURABILITY={other:?}: expected off, all or mixed"),
         });
+    let retry_writes = match std::env::var("SIM_RETRY_WRITES")
+        .ok()
+        .as_deref()
+        .map(str::trim)
+    {
+        None | Some("" | "0") => RetryWrites::Off,
+        Some("1") => RetryWrites::Separate,
+        Some("same") => RetryWrites::Same,
+        Some(other) => panic!("SIM_RETRY_WRITES={other:?}: expected 0, 1 or same"),
+    };
     RunOptions {
         nodes: env_u64("SIM_NODES").map(|n| n as usize),
         verbose: false,
         durability,
+        same_key_writers: true,
+        retry_writes,
+        skip_history_check: false,
+    }
+}
+
+/// What the linearizability checks of many runs did.
+#[derive(Debug, Default)]
+struct Checked {
+    operations: u64,
+    reads: u64,
+    unknown: u64,
+    configurations: u64,
+    exceeded: Vec<String>,
+}
+
+impl Checked {
+    fn add(&mut self, seed: u64, report: &Report) {
+        self.operations += report.checked as u64;
+        self.reads += report.reads as u64;
+        self.unknown += (report.unknown_proved + report.unknown_optional) as u64;
+        self.configurations += report.configurations;
+        for what in &report.exceeded {
+            self.exceeded.push(format!("seed {seed}: {what}"));
+        }
+    }
+}
+
+impl std::fmt::Display for Checked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} client operations checked linearizable ({} reads, {} unknown writes; {} \
+             configurations searched)",
+            self.operations, self.reads, self.unknown, self.configurations
+        )?;
+        if !self.exceeded.is_empty() {
+            write!(
+                f,
+                "; {} searches stopped at their bound, e.g. {}",
+                self.exceeded.len(),
+                self.exceeded[0]
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -72,26 +138,32 @@ fn replay_hint(seed: u64) -> String {
     format!("SIM_SEED={seed} cargo test --release --test sim_seeds -- --nocapture")
 }
 
-/// Runs `seed` twice; the trace hashes must agree.
-fn check_seed(seed: u64, options: &RunOptions) {
-    let first = run_seed(seed, options);
+/// Runs `seed` twice; the trace hashes must agree. Returns what the
+/// first run's linearizability check did.
+fn check_seed(seed: u64, options: &RunOptions) -> Report {
+    let ran = run_seed(seed, options);
+    let first = ran.trace_hash;
     let quiet = RunOptions {
         verbose: false,
+        skip_history_check: true,
         ..*options
     };
-    let second = run_seed(seed, &quiet);
+    let second = run_seed(seed, &quiet).trace_hash;
     assert_eq!(
         first,
         second,
         "seed {seed} is not reproducible: trace hashes {first:#x} and {second:#x} (replay: {})",
         replay_hint(seed)
     );
+    ran.history
 }
 
-/// Runs `seeds` on every core; returns the ones that failed.
-fn run_many(seeds: Vec<u64>, options: RunOptions) -> Vec<u64> {
+/// Runs `seeds` on every core; returns the ones that failed and what the
+/// linearizability checks did.
+fn run_many(seeds: Vec<u64>, options: RunOptions) -> (Vec<u64>, Checked) {
     let next = AtomicU64::new(0);
     let failed = Mutex::new(Vec::new());
+    let checked = Mutex::new(Checked::default());
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -102,16 +174,19 @@ fn run_many(seeds: Vec<u64>, options: RunOptions) -> Vec<u64> {
                     break;
                 }
                 let ran = catch_unwind(AssertUnwindSafe(|| check_seed(seed, &options)));
-                if ran.is_err() {
-                    eprintln!("seed {seed} failed; replay with: {}", replay_hint(seed));
-                    failed.lock().unwrap().push(seed);
+                match ran {
+                    Ok(report) => checked.lock().unwrap().add(seed, &report),
+                    Err(_) => {
+                        eprintln!("seed {seed} failed; replay with: {}", replay_hint(seed));
+                        failed.lock().unwrap().push(seed);
+                    }
                 }
             });
         }
     });
     let mut failed = failed.into_inner().unwrap();
     failed.sort_unstable();
-    failed
+    (failed, checked.into_inner().unwrap())
 }
 
 #[test]
@@ -121,38 +196,52 @@ fn seeds() {
             verbose: true,
             ..options()
         };
-        check_seed(seed, &options);
-        println!("seed {seed} passed");
+        let report = check_seed(seed, &options);
+        let mut checked = Checked::default();
+        checked.add(seed, &report);
+        println!("seed {seed} passed; {checked}");
         return;
     }
     let count = env_u64("SIM_SEEDS").unwrap_or(DEFAULT_SEEDS);
     let base = env_u64("SIM_SEED_BASE").unwrap_or(0);
     let started = Instant::now();
-    let failed = run_many((base..base + count).collect(), options());
+    let (failed, checked) = run_many((base..base + count).collect(), options());
     assert!(
         failed.is_empty(),
         "seeds failed: {failed:?}; replay one with: {}",
         replay_hint(failed[0])
     );
-    println!(
-        "{count} seeds passed (each twice) in {:.1} s",
+    // Straight to stderr, past the test harness's capture: the count of
+    // operations checked shows in every run's output.
+    let _ = writeln!(
+        std::io::stderr(),
+        "{count} seeds passed (each twice) in {:.1} s; {checked}",
         started.elapsed().as_secs_f64()
     );
 }
 
 #[test]
 fn regression_seeds() {
-    // Found before data directories: replayed as they ran then.
+    // Found before data directories and same-key bursts: replayed as they
+    // ran then.
     let options = RunOptions {
         durability: Some(Durability::Off),
+        same_key_writers: false,
         ..options()
     };
-    let failed = run_many(REGRESSION_SEEDS.to_vec(), options);
+    let (failed, checked) = run_many(REGRESSION_SEEDS.to_vec(), options);
     assert!(failed.is_empty(), "regression seeds failed: {failed:?}");
+    println!("regression seeds passed; {checked}");
 }
 
 #[test]
 fn restart_seeds() {
-    let failed = run_many(RESTART_SEEDS.to_vec(), options());
+    // Found before same-key bursts: replayed as they ran then.
+    let options = RunOptions {
+        same_key_writers: false,
+        ..options()
+    };
+    let (failed, checked) = run_many(RESTART_SEEDS.to_vec(), options);
     assert!(failed.is_empty(), "restart seeds failed: {failed:?}");
+    println!("restart seeds passed; {checked}");
 }

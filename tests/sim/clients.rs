@@ -1,12 +1,15 @@
 //! Client requests and what their answers promise: an acknowledged write is
 //! exactly the committed change at its version; a linearizable read is at
-//! least every write acknowledged before it was issued.
+//! least every write acknowledged before it was issued; and the whole
+//! history of writes and linearizable reads is linearizable (recorded here,
+//! checked at the end of a run).
 
 use std::collections::BTreeMap;
 
-use simple_raft::core::{Command, Millis, RequestError, RequestId};
+use simple_raft::core::{Command, Map, Millis, RequestError, RequestId};
 use simple_raft::wire::{Change, NodeId};
 
+use super::linearizability::{self as lin, Call, OpId, Returned};
 use super::model::History;
 
 /// What a client asked for.
@@ -42,6 +45,26 @@ impl Op {
         }
     }
 
+    /// The operation on the map, for the linearizability history (`None`:
+    /// it does not touch the map).
+    fn call(&self) -> Option<Call> {
+        Some(match self {
+            Op::Set { key, value } => Call::Set {
+                key: key.clone(),
+                value: value.clone(),
+            },
+            Op::Remove { key } => Call::Remove { key: key.clone() },
+            Op::Update { map } => Call::Update { map: map.clone() },
+            Op::Read => Call::Read,
+            Op::Leave { .. } | Op::Transfer => return None,
+        })
+    }
+
+    /// Whether it writes the map.
+    pub fn writes(&self) -> bool {
+        matches!(self, Op::Set { .. } | Op::Remove { .. } | Op::Update { .. })
+    }
+
     /// Whether a client may send it again to the leader it was told of.
     pub fn retries(&self) -> bool {
         matches!(
@@ -68,6 +91,11 @@ pub struct Request {
     pub term_at_issue: u64,
     /// How many redirects it followed.
     pub hops: u32,
+    /// Its operation in the linearizability history, once issued (a
+    /// redirect continues the same operation).
+    pub history: Option<OpId>,
+    /// How many times a client wrote it again after an unknown outcome.
+    pub rewrites: u32,
 }
 
 /// An acknowledged write.
@@ -93,10 +121,33 @@ pub enum After {
         /// The request as first issued.
         request: Request,
     },
+    /// Write it again, after an unknown outcome (see [`RetryWrites`]).
+    Rewrite {
+        /// The request as first issued.
+        request: Request,
+    },
 }
 
+/// What a client does after a write's outcome is unknown (`Uncertain`,
+/// `Timeout`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RetryWrites {
+    /// Nothing: the write stays unknown.
+    #[default]
+    Off,
+    /// Writes the same again, as a new operation of the history.
+    Separate,
+    /// Writes the same again as the same operation (what the library's
+    /// `Node` does until its request timeout): one operation that may take
+    /// effect twice.
+    Same,
+}
+
+/// A client writes again at most this many times after unknown outcomes.
+const REWRITES_MAX: u32 = 3;
+
 /// Every client request of a run.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Clients {
     next_request: RequestId,
     /// Requests without an answer yet.
@@ -111,6 +162,26 @@ pub struct Clients {
     pub outcomes: BTreeMap<&'static str, u64>,
     /// Whether to follow `NotLeader` redirects.
     pub follow_redirects: bool,
+    /// What to do after a write's unknown outcome.
+    pub retry_writes: RetryWrites,
+    /// Every write and linearizable read, for the linearizability check.
+    pub history: lin::History,
+}
+
+impl Default for Clients {
+    fn default() -> Clients {
+        Clients {
+            next_request: 0,
+            pending: BTreeMap::new(),
+            results: BTreeMap::new(),
+            acked: Vec::new(),
+            acked_max: 0,
+            outcomes: BTreeMap::new(),
+            follow_redirects: false,
+            retry_writes: RetryWrites::Off,
+            history: lin::History::new("ms"),
+        }
+    }
 }
 
 impl Clients {
@@ -120,24 +191,66 @@ impl Clients {
         if request.hops == 0 {
             request.acked_before = self.acked_max;
         }
+        if request.history.is_none() {
+            if let Some(call) = request.op.call() {
+                let client = format!("n{}", request.node);
+                let op = self.history.invoke(client, call, request.issued_at);
+                request.history = Some(op);
+            }
+        }
         self.pending.insert(self.next_request, request);
         self.next_request
     }
 
-    /// Requests at a node that crashed or left get no answer.
-    pub fn lost(&mut self, node: usize) {
-        self.pending.retain(|_, r| r.node != node);
+    /// A request that never reached a node (a full socket buffer, a
+    /// redirect to a node that is gone): it changed nothing.
+    pub fn dropped(&mut self, request: Request, now: Millis) {
+        self.failed(&request, now);
     }
 
-    /// Checks an answer given by `node`, whose committed version is now
-    /// `commit`.
+    /// The request failed: nothing changed, unless an earlier attempt of
+    /// the same operation may have (see [`RetryWrites::Same`]).
+    fn failed(&mut self, request: &Request, now: Millis) {
+        match request.history {
+            Some(op) if request.rewrites > 0 && self.retry_writes == RetryWrites::Same => {
+                self.history.unknown(op, now)
+            }
+            Some(op) => self.history.failed(op, now),
+            None => {}
+        }
+    }
+
+    /// A request taken back before it was delivered: it changed nothing.
+    pub fn undeliverable(&mut self, request: RequestId, now: Millis) {
+        if let Some(r) = self.pending.remove(&request) {
+            self.dropped(r, now);
+        }
+    }
+
+    /// Requests at a node that crashed or left get no answer: their
+    /// outcome is unknown.
+    pub fn lost(&mut self, node: usize, now: Millis) {
+        let history = &mut self.history;
+        self.pending.retain(|_, r| {
+            if r.node == node {
+                if let Some(op) = r.history {
+                    history.unknown(op, now);
+                }
+            }
+            r.node != node
+        });
+    }
+
+    /// Checks an answer given by `node` at `now`, whose committed version
+    /// is then `commit` and committed map `map`.
     pub fn done(
         &mut self,
         node: usize,
         request: RequestId,
         result: &Result<u64, RequestError>,
-        commit: u64,
+        (commit, map): (u64, &Map),
         history: &History,
+        now: Millis,
     ) -> Result<After, String> {
         let Some(asked) = self.pending.remove(&request) else {
             return Err(format!(
@@ -155,6 +268,9 @@ impl Clients {
             .outcomes
             .entry(outcome_name(&asked.op, result))
             .or_insert(0) += 1;
+        if let Some(after) = self.record(&asked, result, (commit, map), now) {
+            return Ok(after);
+        }
         match (result, &asked.op) {
             (Ok(version), Op::Read) => {
                 if *version < asked.acked_before {
@@ -211,6 +327,53 @@ impl Clients {
             (Err(_), _) => {}
         }
         Ok(After::Nothing)
+    }
+
+    /// Records an answer in the linearizability history; what to do when
+    /// the client writes again after an unknown outcome.
+    fn record(
+        &mut self,
+        asked: &Request,
+        result: &Result<u64, RequestError>,
+        (commit, map): (u64, &Map),
+        now: Millis,
+    ) -> Option<After> {
+        let op = asked.history?;
+        match result {
+            Ok(_) if asked.op == Op::Read => {
+                let seen = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                self.history.read_ok(op, now, Returned::Map(seen));
+                self.history.hint(op, 2 * commit + 1);
+            }
+            Ok(version) => {
+                self.history.ok(op, now);
+                self.history.hint(op, 2 * version);
+            }
+            Err(RequestError::NotLeader { leader: Some(_) })
+                if self.follow_redirects && asked.op.retries() && asked.hops < 3 =>
+            {
+                // Followed: the same operation goes on (see `done`).
+            }
+            Err(RequestError::Uncertain | RequestError::Timeout) => {
+                let again = self.retry_writes != RetryWrites::Off
+                    && asked.op.writes()
+                    && asked.rewrites < REWRITES_MAX;
+                let mut request = asked.clone();
+                request.rewrites += 1;
+                request.hops = 0;
+                request.issued_at = now + 1;
+                if self.retry_writes == RetryWrites::Same && again {
+                    return Some(After::Rewrite { request });
+                }
+                self.history.unknown(op, now);
+                if again {
+                    request.history = None;
+                    return Some(After::Rewrite { request });
+                }
+            }
+            Err(_) => self.failed(asked, now),
+        }
+        None
     }
 
     /// Checks every acknowledged write against the final history.

@@ -172,7 +172,7 @@ impl Sim {
         node.status = status;
         node.paused = false;
         node.inbox.clear();
-        self.clients.lost(i);
+        self.clients.lost(i, self.now);
         let tag = if status == Status::Crashed {
             "crash"
         } else {
@@ -291,6 +291,8 @@ impl Sim {
             acked_before: 0,
             term_at_issue: self.core(i).term(),
             hops: 0,
+            history: None,
+            rewrites: 0,
         };
         Some(self.send_request(request))
     }
@@ -300,7 +302,7 @@ impl Sim {
         let id = self.clients.issue(request);
         if self.nodes[i].paused {
             if !self.hold(i, Held::Command { id }) {
-                self.clients.pending.remove(&id);
+                self.clients.undeliverable(id, self.now);
             }
         } else {
             self.count_step();
@@ -540,16 +542,34 @@ impl Sim {
                 Ok(())
             }
             Event::Done { request, result } => {
-                let commit = self.core(i).commit();
-                let after =
-                    self.clients
-                        .done(i, request, &result, commit, &self.checker.history)?;
-                if let After::Retry { leader, request } = after {
-                    if let Some(j) = self.index_of(leader) {
+                let core = self.nodes[i].core.as_ref().expect("running");
+                let after = self.clients.done(
+                    i,
+                    request,
+                    &result,
+                    (core.commit(), core.map()),
+                    &self.checker.history,
+                    now,
+                )?;
+                match after {
+                    After::Nothing => {}
+                    After::Retry { leader, request } => match self.index_of(leader) {
+                        Some(j) => {
+                            let mut request = request;
+                            request.node = j;
+                            request.hops += 1;
+                            let at = now + 1;
+                            self.schedule(at, Action::Retry { node: j, request });
+                        }
+                        None => self.clients.dropped(request, now),
+                    },
+                    After::Rewrite { request } => {
+                        // To the leader when there is one, as a client told
+                        // of it would; else where it went before.
+                        let j = self.leader().unwrap_or(i);
                         let mut request = request;
                         request.node = j;
-                        request.hops += 1;
-                        let at = now + 1;
+                        let at = request.issued_at;
                         self.schedule(at, Action::Retry { node: j, request });
                     }
                 }

@@ -119,6 +119,8 @@ impl Sim {
                     let mut request = request;
                     request.incarnation = self.nodes[node].incarnation;
                     self.send_request(request);
+                } else {
+                    self.clients.dropped(request, self.now);
                 }
             }
             Action::Resume { node } => {

@@ -9,6 +9,8 @@ pub mod cluster;
 pub mod delivery;
 pub mod disk;
 pub mod invariants;
+#[path = "../support/linearizability.rs"]
+pub mod linearizability;
 pub mod liveness;
 pub mod model;
 pub mod network;

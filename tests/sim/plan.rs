@@ -1,6 +1,7 @@
 //! Everything about a run that is drawn from its seed: the cluster size,
 //! how it starts, the faults and how often the chaos strikes.
 
+use super::clients::RetryWrites;
 use super::network::{Faults, Millis};
 use super::node::Params;
 use super::rng::Rng;
@@ -14,6 +15,15 @@ pub struct RunOptions {
     pub verbose: bool,
     /// Force which nodes keep a data directory (otherwise drawn).
     pub durability: Option<Durability>,
+    /// Add bursts of concurrent writes of one key through different nodes
+    /// (off: the workload draws as it did before they existed, which the
+    /// regression seeds need to replay what they found).
+    pub same_key_writers: bool,
+    /// What clients do after a write's unknown outcome.
+    pub retry_writes: RetryWrites,
+    /// Leave out the linearizability check of the client history (a
+    /// second run of a seed, for its trace hash only).
+    pub skip_history_check: bool,
 }
 
 /// Which nodes keep a data directory.
@@ -66,6 +76,9 @@ pub struct Plan {
     /// started again with its own command within one heartbeat, with
     /// writes aimed at it.
     pub founder_restart_permille: u32,
+    /// Mean time between two bursts of concurrent writes of one key (0:
+    /// none).
+    pub burst_interval_ms: Millis,
 }
 
 impl Plan {
@@ -109,9 +122,20 @@ impl Plan {
             torn_permille: 0,
             wipe_permille: 0,
             founder_restart_permille: 0,
+            burst_interval_ms: 0,
         }
         .with_durability(seed, calm, options)
         .with_restarts(seed, calm)
+        .with_bursts(seed, options)
+    }
+
+    /// Bursts are drawn from a stream of their own, like durability.
+    fn with_bursts(mut self, seed: u64, options: &RunOptions) -> Plan {
+        let mut rng = Rng::new(seed ^ 0x0042_5552_5354);
+        if options.same_key_writers {
+            self.burst_interval_ms = rng.range(200, 2_000);
+        }
+        self
     }
 
     /// Restart faults are drawn from a stream of their own, like

@@ -4,10 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use simple_raft::wire::Member;
+use simple_raft::wire::{Change, Member};
 
 use super::clients::Op;
 use super::cluster::{addr_of, Sim, Status};
+use super::linearizability::{Call, Limits, Outcome, Report};
 use super::model::State;
 use super::network::Millis;
 pub use super::plan::{Durability, Plan, RunOptions};
@@ -41,6 +42,12 @@ pub(super) enum Driver {
         node: usize,
         count: u32,
     },
+    /// Concurrent writes of one key through different nodes.
+    Burst,
+    /// One request to a random running node.
+    Send {
+        op: Op,
+    },
 }
 
 /// The driver of one run: the cluster, the plan, and what comes next.
@@ -65,11 +72,23 @@ pub(super) struct Run {
     /// A node restarted with no one to contact listens until then: no
     /// partition starts before (see `Driver::Restart`).
     founder_listening_until: Millis,
+    /// Draws about bursts of same-key writes, kept apart likewise.
+    burst_rng: Rng,
 }
 
-/// Runs one seed through both phases and returns its trace hash; panics
-/// (naming the seed) when an invariant breaks.
-pub fn run_seed(seed: u64, options: &RunOptions) -> u64 {
+/// What one run did, besides passing.
+#[derive(Debug)]
+pub struct Ran {
+    /// The trace hash (equal for two runs of one seed).
+    pub trace_hash: u64,
+    /// What the linearizability check of the client history did.
+    pub history: Report,
+}
+
+/// Runs one seed through both phases, then checks that the history of
+/// client operations is linearizable; returns its trace hash and what the
+/// check did. Panics (naming the seed) when an invariant breaks.
+pub fn run_seed(seed: u64, options: &RunOptions) -> Ran {
     let plan = Plan::draw(seed, options);
     let mut rng = Rng::new(seed);
     let mut sim = Sim::new(plan.params, plan.faults, rng.next_u64(), options.verbose);
@@ -77,6 +96,7 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> u64 {
         "seed {seed} (replay: SIM_SEED={seed} cargo test --release --test sim_seeds -- --nocapture)"
     );
     sim.clients.follow_redirects = true;
+    sim.clients.retry_writes = options.retry_writes;
     let total_s = (plan.safety_ms + LIVENESS_MS + ANSWER_MS) / 1000;
     sim.steps_max = 200_000 + total_s * ((plan.nodes as u64 + 4).pow(2)) * 200;
     sim.trace.note(0, || format!("plan {plan:?}"));
@@ -94,10 +114,26 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> u64 {
         durable_rng: Rng::new(seed ^ 0x0044_5552_4100),
         restart_rng: Rng::new(seed ^ 0x0052_5354_5200),
         founder_listening_until: 0,
+        burst_rng: Rng::new(seed ^ 0x0053_414D_4500),
     };
     run.bootstrap();
     run.safety();
     run.liveness();
+    let history = if options.skip_history_check {
+        Report::default()
+    } else {
+        run.hint_unknown_writes();
+        let mut limits = Limits::default();
+        if let Some(n) = super::env_u64("SIM_LIN_CONFIGURATIONS") {
+            limits.configurations_max = n;
+        }
+        match run.sim.clients.history.check_with(limits) {
+            Ok(report) => report,
+            Err(violation) => run
+                .sim
+                .fail(usize::MAX, format!("the client history: {violation}")),
+        }
+    };
     let sim = &run.sim;
     sim.trace.note(sim.now, || {
         format!(
@@ -107,7 +143,10 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> u64 {
             sim.clients.outcomes
         )
     });
-    sim.trace.hash()
+    Ran {
+        trace_hash: sim.trace.hash(),
+        history,
+    }
 }
 
 impl Run {
@@ -172,6 +211,11 @@ impl Run {
         self.at(CHAOS_TICK_MS, Driver::Chaos);
         let gap = self.workload.gap_ms();
         self.at(gap, Driver::Client);
+        let interval = self.plan.burst_interval_ms;
+        if interval > 0 {
+            let at = self.burst_rng.range(1, 2 * interval);
+            self.at(at, Driver::Burst);
+        }
     }
 
     fn safety(&mut self) {
@@ -260,6 +304,18 @@ impl Run {
                         self.founder_listening_until = now + listen.found_listen_ms();
                     }
                     self.sim.start(node, seeds);
+                }
+            }
+            Driver::Burst => {
+                self.burst();
+                let gap = self.burst_rng.range(1, 2 * self.plan.burst_interval_ms);
+                self.at(now + gap, Driver::Burst);
+            }
+            Driver::Send { op } => {
+                let up = self.sim.up();
+                if !up.is_empty() {
+                    let node = up[self.burst_rng.index(up.len())];
+                    self.sim.command(node, op);
                 }
             }
             Driver::WritesTo { node, count } => {
@@ -373,6 +429,69 @@ impl Run {
             up[self.workload.pick(up.len())]
         };
         self.sim.command(node, op);
+    }
+
+    /// Gives the checker the version at which each write of unknown outcome
+    /// committed, when the committed history shows it (a `set` by its
+    /// unique value, an `update` by the map it left): the search then
+    /// tries the order the cluster applied first. Only its speed depends on
+    /// this.
+    fn hint_unknown_writes(&mut self) {
+        let committed = &self.sim.checker.history;
+        let mut hints = Vec::new();
+        for (id, op) in self.sim.clients.history.operations().iter().enumerate() {
+            if !matches!(op.outcome, Outcome::Unknown | Outcome::Pending) {
+                continue;
+            }
+            let version = match &op.call {
+                Call::Set { key, value } => committed.entries.iter().find_map(|(v, c)| {
+                    let change = Change::Set {
+                        key: key.clone(),
+                        value: value.clone(),
+                    };
+                    (c.change == change).then_some(*v)
+                }),
+                Call::Update { map } => committed.entries.iter().find_map(|(v, c)| {
+                    let replaced = matches!(c.change, Change::Replace { .. })
+                        && committed.state(*v).is_some_and(|(s, _, _)| &s.map == map);
+                    replaced.then_some(*v)
+                }),
+                _ => None,
+            };
+            if let Some(v) = version {
+                hints.push((id, 2 * v));
+            }
+        }
+        for (id, hint) in hints {
+            self.sim.clients.history.hint(id, hint);
+        }
+    }
+
+    /// Writes of one key sent at once through different nodes (followers
+    /// redirect them to the leader), sometimes with a hand-over of the
+    /// leadership right after them, then reads a little later.
+    fn burst(&mut self) {
+        let mut up = self.sim.up();
+        if up.is_empty() {
+            return;
+        }
+        let (writes, reads) = self.workload.same_key(&mut self.burst_rng);
+        for (n, op) in writes.into_iter().enumerate() {
+            if n % up.len() == 0 {
+                self.burst_rng.shuffle(&mut up);
+            }
+            self.sim.command(up[n % up.len()], op);
+        }
+        if self.burst_rng.chance(250) {
+            if let Some(leader) = self.sim.leader().filter(|&l| self.sim.running(l)) {
+                self.sim.command(leader, Op::Transfer);
+            }
+        }
+        let now = self.sim.now;
+        for op in reads {
+            let at = now + self.burst_rng.range(0, 30);
+            self.at(at, Driver::Send { op });
+        }
     }
 
     fn chaos(&mut self) {

@@ -73,6 +73,34 @@ impl Workload {
         }
     }
 
+    /// A burst on one key, drawn from `rng` (the workload's own draws stay
+    /// as they were): two to four writes of it (mostly sets, sometimes a
+    /// remove or an update that keeps one other key), then a read or two.
+    pub fn same_key(&mut self, rng: &mut Rng) -> (Vec<Op>, Vec<Op>) {
+        let key = format!("k{}", rng.below(KEYS));
+        let mut writes = Vec::new();
+        for _ in 0..rng.range(2, 5) {
+            self.values += 1;
+            let value = format!("v{}", self.values);
+            writes.push(match rng.below(10) {
+                0 => Op::Remove { key: key.clone() },
+                1 => {
+                    self.values += 1;
+                    let other = format!("k{}", rng.below(KEYS));
+                    let mut map = BTreeMap::from([(other, format!("v{}", self.values))]);
+                    map.insert(key.clone(), value);
+                    Op::Update { map }
+                }
+                _ => Op::Set {
+                    key: key.clone(),
+                    value,
+                },
+            });
+        }
+        let reads = (0..rng.range(1, 3)).map(|_| Op::Read).collect();
+        (writes, reads)
+    }
+
     fn key(&mut self) -> String {
         format!("k{}", self.rng.below(KEYS))
     }
