@@ -10,6 +10,29 @@ use crate::wire::{
     Change, FetchSnapshot, Introduce, Leave, LogId, Member, Message, NodeId, Redirect, Welcome,
 };
 
+/// Bytes of the addresses an introduction carries: its own and its seeds'
+/// (each with its one-byte length).
+fn introduced_bytes(introduce: &Introduce) -> usize {
+    introduce
+        .seeds
+        .iter()
+        .chain([&introduce.addr])
+        .map(|a| a.len() + 1)
+        .sum()
+}
+
+/// As many of `seeds` as fit in `budget_bytes` (each with its one-byte
+/// length), in order.
+fn seeds_within(seeds: impl Iterator<Item = String>, budget_bytes: usize) -> Vec<String> {
+    let mut used = 0;
+    seeds
+        .take_while(|seed| {
+            used += seed.len() + 1;
+            used <= budget_bytes
+        })
+        .collect()
+}
+
 /// Most members a cluster takes; further joins wait.
 const MEMBERS_MAX: usize = 256;
 
@@ -110,11 +133,15 @@ impl Core {
             // it belongs to one, so that the nodes started with it as their
             // seed wait for it rather than found by the bootstrap rule.
             let joined = joining.designated || joining.rejoin;
+            // The answer names no more addresses than the introduction did
+            // (in bytes): an introduction from a spoofed source is then no
+            // lever to send a larger answer to someone else.
+            let budget_bytes = introduced_bytes(&introduce);
             self.learn_seeds(introduce.seeds.into_iter().chain([introduce.addr]));
             let seeds = self
                 .joining
                 .as_ref()
-                .map(|j| j.known.iter().map(|a| a.to_string()).collect())
+                .map(|j| seeds_within(j.known.iter().map(|a| a.to_string()), budget_bytes))
                 .unwrap_or_default();
             self.send_in_term(
                 from,

@@ -873,3 +873,43 @@ fn a_read_index_answer_counts_only_from_the_leader_it_was_asked_of() {
         net.done.get(&77)
     );
 }
+
+/// A node that is not a member answers an introduction with no more bytes
+/// than it was sent, however many addresses it knows: no amplifier for a
+/// spoofed source.
+#[test]
+fn an_introduction_is_answered_with_no_more_bytes_than_it_carried() {
+    let mut core = Core::new(config(0, vec![]), 3, 0).unwrap();
+    let introduce = |addr: String, seeds: Vec<String>| {
+        let frame = Frame::new(
+            0,
+            NodeId::UNASSIGNED,
+            0,
+            Message::Introduce(crate::wire::Introduce {
+                addr,
+                incarnation: u64::MAX,
+                seeds,
+            }),
+        );
+        let mut out = BytesMut::new();
+        frame.encode(&mut out, 1 << 16).unwrap();
+        out.to_vec()
+    };
+    // It learns many addresses from a node started with a long seed list.
+    let many = (0..60).map(|i| addr(10 + i).to_string()).collect();
+    core.handle_datagram(1, addr(9), &introduce(addr(9).to_string(), many));
+    while core.poll_transmit().is_some() {}
+    // A short introduction gets a short answer.
+    let short = introduce(addr(8).to_string(), Vec::new());
+    core.handle_datagram(2, addr(8), &short);
+    let answers: Vec<Transmit> = std::iter::from_fn(|| core.poll_transmit()).collect();
+    assert!(!answers.is_empty(), "the introduction was answered");
+    for answer in answers {
+        assert!(
+            answer.bytes.len() <= short.len(),
+            "{} bytes answered {} bytes",
+            answer.bytes.len(),
+            short.len()
+        );
+    }
+}
