@@ -106,14 +106,17 @@ impl Frame {
     }
 
     fn encoded_len_with(&self, payload_len: usize, tag_len: Option<usize>) -> usize {
-        FIXED_HEADER_BYTES
-            + self.generation.map_or(0, |_| GENERATION_BYTES)
-            + varint::len_u64(u64::from(self.sender.0))
-            + varint::len_u64(self.term)
-            + varint::len_u64(payload_len as u64)
-            + payload_len
-            + tag_len.map_or(0, |len| len + 1)
-            + CHECKSUM_BYTES
+        frame_len(&self.head(), payload_len, tag_len)
+    }
+
+    /// The header fields, as the encoder writes them.
+    fn head(&self) -> FrameHead {
+        FrameHead {
+            cluster_id: self.cluster_id,
+            generation: self.generation,
+            sender: self.sender,
+            term: self.term,
+        }
     }
 
     /// Appends the encoded frame, with the tag it carries (if any), to `out`
@@ -149,12 +152,7 @@ impl Frame {
         frame_bytes_max: usize,
         tag: TagSource<'_>,
     ) -> Result<usize, EncodeError> {
-        let head = FrameHead {
-            cluster_id: self.cluster_id,
-            generation: self.generation,
-            sender: self.sender,
-            term: self.term,
-        };
+        let head = self.head();
         let payload_len = self.message.payload_len();
         with_payload!(&self.message, p => encode_parts(&head, self.message.kind(), p, payload_len, out, frame_bytes_max, tag))
     }
