@@ -92,6 +92,7 @@ fn snapshot_10k() -> Frame {
             members,
             next_member_id: 4,
             map,
+            sessions: Vec::new(),
         }),
     )
 }

@@ -10,27 +10,11 @@ use tokio::net::TcpStream;
 
 use crate::driver::stream_io::{read_frame, write_frame};
 use crate::error::Error;
+use crate::session::ClientSession;
 use crate::wire::{
-    ClientOp, ClientReply, ClientRequest, DecodeLimits, Frame, Keyring, Message, NodeId,
-    STREAM_FRAME_BYTES_MAX_DEFAULT,
+    ClientFailure, ClientOp, ClientReply, ClientRequest, DecodeLimits, Frame, Keyring, Message,
+    NodeId, WriteTag, STREAM_FRAME_BYTES_MAX_DEFAULT,
 };
-
-/// Low bits of a request id that are random; the high bits are the time
-/// the request was made, in ms since the Unix epoch.
-pub(crate) const REQUEST_ID_RANDOM_BITS: u32 = 20;
-
-/// A request id made at `unix_ms`: the time in the high bits (a node with
-/// cluster keys refuses writes made too long ago, see `docs/WIRE.md`), 20
-/// random bits below.
-pub(crate) fn request_id(unix_ms: u64) -> u64 {
-    (unix_ms << REQUEST_ID_RANDOM_BITS)
-        | (rand::random::<u64>() & ((1 << REQUEST_ID_RANDOM_BITS) - 1))
-}
-
-/// When the request with this id was made, in ms since the Unix epoch.
-pub(crate) fn request_time_ms(request_id: u64) -> u64 {
-    request_id >> REQUEST_ID_RANDOM_BITS
-}
 
 /// How one exchange failed: before the request could be served, or after
 /// (when it may have been).
@@ -87,6 +71,8 @@ pub struct Client {
     frame_bytes_max: usize,
     keys: Option<Keyring>,
     pool: Arc<Pool>,
+    /// The session of the writes sent with [`Client::write`].
+    session: ClientSession,
 }
 
 impl Client {
@@ -100,6 +86,7 @@ impl Client {
             frame_bytes_max: STREAM_FRAME_BYTES_MAX_DEFAULT,
             keys: None,
             pool: Arc::default(),
+            session: ClientSession::default(),
         }
     }
 
@@ -143,14 +130,27 @@ impl Client {
     /// Sends `op` and waits for the node's reply. A `Failed` reply is
     /// returned as it is: the caller decides what it means. An idle
     /// connection from an earlier request is used when there is one; if it
-    /// fails, the request is sent once more on a new connection (requests
-    /// are idempotent). [`Error::Unreachable`] means the request never went
+    /// fails, the request is sent once more on a new connection (reads
+    /// change nothing; a session write applies at most once). [`Error::Unreachable`] means the request never went
     /// out; [`Error::NoAnswer`] and [`Error::Timeout`] that it may have.
+    ///
+    /// A write sent this way carries no session: the node makes it a
+    /// request of its own session (a cluster with keys refuses it), and a
+    /// resend may apply it twice. [`Client::write`] sends writes in a
+    /// session.
     pub async fn request(&self, op: ClientOp) -> Result<ClientReply, Error> {
+        self.request_tagged(op, None).await
+    }
+
+    async fn request_tagged(
+        &self,
+        op: ClientOp,
+        tag: Option<WriteTag>,
+    ) -> Result<ClientReply, Error> {
         let exchange = async {
             let mut sent = None;
             if let Some(stream) = self.pool.take(self.addr) {
-                match self.exchange(stream, op.clone()).await {
+                match self.exchange(stream, op.clone(), tag).await {
                     Ok(reply) => return Ok(reply),
                     Err(Failed::Unanswered(message)) => sent = Some(message),
                     Err(Failed::NotSent(_)) => {}
@@ -159,7 +159,7 @@ impl Client {
             let failed = match TcpStream::connect(self.addr).await {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
-                    match self.exchange(stream, op).await {
+                    match self.exchange(stream, op, tag).await {
                         Ok(reply) => return Ok(reply),
                         Err(failed) => failed,
                     }
@@ -187,13 +187,24 @@ impl Client {
 
     /// One request and its answer on `stream`, which goes back to the pool
     /// once answered.
-    async fn exchange(&self, mut stream: TcpStream, op: ClientOp) -> Result<ClientReply, Failed> {
-        let request_id = request_id(crate::driver::unix_ms());
+    async fn exchange(
+        &self,
+        mut stream: TcpStream,
+        op: ClientOp,
+        tag: Option<WriteTag>,
+    ) -> Result<ClientReply, Failed> {
+        // Random: an answer is matched to its request on one connection;
+        // nothing else depends on the id.
+        let request_id = rand::random::<u64>();
         let frame = Frame::new(
             self.cluster_id,
             NodeId::UNASSIGNED,
             0,
-            Message::ClientRequest(ClientRequest { request_id, op }),
+            Message::ClientRequest(ClientRequest {
+                request_id,
+                op,
+                tag,
+            }),
         );
         // A frame that could not be written whole is never served.
         write_frame(
@@ -224,15 +235,59 @@ impl Client {
     }
 
     /// Sends a write and maps a failure to an [`Error`]; returns the
-    /// committed version.
+    /// committed version. A write to the map (`Set`, `Remove`, `Update`)
+    /// goes in this client's session (opened by the first one): when its
+    /// answer is lost and it is sent again, by this client or by the node
+    /// forwarding it, it applies at most once.
     pub async fn write(&self, op: ClientOp) -> Result<u64, Error> {
-        match self.request(op).await? {
-            ClientReply::Written { version } => Ok(version),
-            ClientReply::Failed { failure, message } => Err(Error::from_failure(failure, message)),
-            other => Err(Error::Unreachable {
-                addr: self.addr,
-                message: format!("unexpected reply {other:?}"),
-            }),
+        written(self.addr, self.write_reply(op).await?)
+    }
+
+    /// [`Client::write`], returning the node's reply as it is (a `Failed`
+    /// reply keeps its category and message).
+    pub async fn write_reply(&self, op: ClientOp) -> Result<ClientReply, Error> {
+        if !matches!(
+            op,
+            ClientOp::Set { .. } | ClientOp::Remove { .. } | ClientOp::Update { .. }
+        ) {
+            return self.request_tagged(op, None).await;
         }
+        let write = self
+            .session
+            .begin(None, |id| {
+                self.write_tagged(ClientOp::OpenSession { id }, None)
+            })
+            .await?;
+        let reply = self.request_tagged(op, Some(write.tag)).await;
+        if let Ok(ClientReply::Failed {
+            failure: ClientFailure::SessionExpired,
+            ..
+        }) = reply
+        {
+            self.session.expired(&write);
+        }
+        reply
+    }
+
+    /// Sends a write with `tag` (the session request it is, for a write a
+    /// node forwards for its client); returns the committed version.
+    pub(crate) async fn write_tagged(
+        &self,
+        op: ClientOp,
+        tag: Option<WriteTag>,
+    ) -> Result<u64, Error> {
+        written(self.addr, self.request_tagged(op, tag).await?)
+    }
+}
+
+/// The version a write's reply gives, or its failure as an [`Error`].
+fn written(addr: SocketAddr, reply: ClientReply) -> Result<u64, Error> {
+    match reply {
+        ClientReply::Written { version } => Ok(version),
+        ClientReply::Failed { failure, message } => Err(Error::from_failure(failure, message)),
+        other => Err(Error::Unreachable {
+            addr,
+            message: format!("unexpected reply {other:?}"),
+        }),
     }
 }

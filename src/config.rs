@@ -39,6 +39,10 @@ pub struct Config {
     pub uncommitted_entries_max: usize,
     /// Writes and reads waiting for an outcome, per node.
     pub pending_requests_max: usize,
+    /// Client sessions the cluster keeps open (the leader's setting is the
+    /// one that counts); opening one more closes the least recently used,
+    /// whose next write gets [`crate::Error::SessionExpired`].
+    pub sessions_max: u32,
     /// Longest key accepted in a write.
     pub key_bytes_max: usize,
     /// Longest value accepted in a write.
@@ -98,6 +102,7 @@ impl Config {
             log_tail_entries_max: core.log_tail_entries_max,
             uncommitted_entries_max: core.uncommitted_entries_max,
             pending_requests_max: core.pending_requests_max,
+            sessions_max: core.sessions_max,
             key_bytes_max: core.key_bytes_max,
             value_bytes_max: core.value_bytes_max,
             member_silence_ms: core.member_silence_ms,
@@ -178,6 +183,7 @@ impl Config {
         core.log_tail_entries_max = self.log_tail_entries_max;
         core.uncommitted_entries_max = self.uncommitted_entries_max;
         core.pending_requests_max = self.pending_requests_max;
+        core.sessions_max = self.sessions_max;
         core.key_bytes_max = self.key_bytes_max;
         core.value_bytes_max = self.value_bytes_max;
         core.member_silence_ms = self.member_silence_ms;

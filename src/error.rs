@@ -29,7 +29,8 @@ pub enum Error {
     #[error("no leader reachable")]
     NoLeader,
     /// No outcome before the request timeout: a write may or may not have
-    /// committed (writes are idempotent, so retrying is safe); a read
+    /// committed (in a session: at most once, and a copy sent later applies
+    /// as nothing); a read
     /// changed nothing.
     #[error("timed out")]
     Timeout,
@@ -45,6 +46,12 @@ pub enum Error {
     /// Another membership change or transfer is in progress. Nothing changed.
     #[error("another membership change is in progress")]
     ChangeInProgress,
+    /// The write's session expired before its outcome was known (the
+    /// cluster closed the session to make room for newer ones, or forgot
+    /// this request): an earlier attempt may have applied, and nothing of
+    /// it will apply now. The next write opens a new session.
+    #[error("session expired: the outcome of this write is not known")]
+    SessionExpired,
     /// The request was refused as invalid. Nothing changed.
     #[error("invalid request: {0}")]
     Invalid(String),
@@ -53,7 +60,8 @@ pub enum Error {
     Stopped,
     /// The request went out to `addr` but no answer came back (the
     /// connection broke or closed): a write may or may not have happened
-    /// (writes are idempotent, so retrying is safe); a read changed nothing.
+    /// (a session write sent again applies at most once); a read changed
+    /// nothing.
     #[error("{addr}: no answer ({message})")]
     NoAnswer {
         /// The peer.
@@ -83,6 +91,7 @@ impl Error {
             }
             RequestError::NoTransferTarget => Error::Invalid("no voter to hand over to".into()),
             RequestError::ChangeInProgress => Error::ChangeInProgress,
+            RequestError::SessionExpired => Error::SessionExpired,
         }
     }
 
@@ -95,6 +104,7 @@ impl Error {
             ClientFailure::NotMember => Error::NotMember,
             ClientFailure::Invalid => Error::Invalid(message),
             ClientFailure::Stopping => Error::Stopped,
+            ClientFailure::SessionExpired => Error::SessionExpired,
         }
     }
 
@@ -108,6 +118,7 @@ impl Error {
             Error::NotMember => ClientFailure::NotMember,
             Error::Invalid(_) | Error::Config(_) | Error::Bind { .. } => ClientFailure::Invalid,
             Error::Stopped | Error::Storage(_) => ClientFailure::Stopping,
+            Error::SessionExpired => ClientFailure::SessionExpired,
         }
     }
 }

@@ -57,6 +57,7 @@ pub mod core;
 mod driver;
 mod error;
 mod node;
+mod session;
 pub mod storage;
 pub mod wire;
 

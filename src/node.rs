@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::core::{Command, Core, CoreMetrics, RequestError, Role};
 use crate::driver::{self, DriverCounters, Inbound, LocalRead, Shared, SharedMap};
 use crate::error::Error;
-use crate::wire::{ClientOp, ClientReply, Keyring, Member, NodeId, NodeStatus};
+use crate::wire::{ClientOp, ClientReply, Keyring, Member, NodeId, NodeStatus, WriteTag};
 
 /// A node's role: `follower`, `voter`, `candidate` or `leader`.
 pub type State = Role;
@@ -189,11 +189,19 @@ impl Requester {
         Duration::from_millis(self.shared.cfg.request_timeout_ms)
     }
 
-    async fn command(&self, command: Command) -> Result<Result<u64, RequestError>, Error> {
+    async fn command(
+        &self,
+        command: Command,
+        tag: Option<WriteTag>,
+    ) -> Result<Result<u64, RequestError>, Error> {
         let (reply, answer) = oneshot::channel();
         self.shared
             .inbox
-            .send(Inbound::Command { command, reply })
+            .send(Inbound::Command {
+                command,
+                tag,
+                reply,
+            })
             .await
             .map_err(|_| Error::Stopped)?;
         answer.await.map_err(|_| Error::Stopped)
@@ -227,10 +235,44 @@ impl Requester {
         let _ = tokio::time::timeout(wait, status.changed()).await;
     }
 
-    /// A write: local if this node leads, else forwarded to the leader;
-    /// retried (writes are idempotent) until it commits or times out.
+    /// A write in this node's session: local if this node leads, else
+    /// forwarded to the leader; sent again after an unknown outcome until
+    /// it commits or the request timeout passes. The session makes every
+    /// attempt after the first apply as nothing if an earlier one applied.
     pub(crate) async fn write(&self, command: Command) -> Result<u64, Error> {
         let deadline = Instant::now() + self.timeout();
+        let generation = self.shared.status.borrow().generation;
+        let write = self
+            .shared
+            .session
+            .begin(generation, |id| {
+                self.attempts(Command::OpenSession { id }, None, deadline)
+            })
+            .await?;
+        let result = self.attempts(command, Some(write.tag), deadline).await;
+        if matches!(result, Err(Error::SessionExpired)) {
+            self.shared.session.expired(&write);
+        }
+        result
+    }
+
+    /// A write in its client's session (`tag` came with it): forwarded and
+    /// sent again like [`Requester::write`], always with that tag.
+    pub(crate) async fn write_tagged(&self, command: Command, tag: WriteTag) -> Result<u64, Error> {
+        let deadline = Instant::now() + self.timeout();
+        self.attempts(command, Some(tag), deadline).await
+    }
+
+    /// Sends `command` (with `tag`, for a session write) to the core, or to
+    /// the leader when this node does not lead, until it commits or
+    /// `deadline` passes. Without a tag only a command that may apply
+    /// twice (opening a session) is sent again after an unknown outcome.
+    async fn attempts(
+        &self,
+        command: Command,
+        tag: Option<WriteTag>,
+        deadline: Instant,
+    ) -> Result<u64, Error> {
         let mut outcome_unknown = false;
         loop {
             if Instant::now() >= deadline {
@@ -241,7 +283,7 @@ impl Requester {
                 });
             }
             let mut status = self.status_seen();
-            match self.command(command.clone()).await? {
+            match self.command(command.clone(), tag).await? {
                 Ok(version) => return Ok(version),
                 Err(RequestError::NotLeader {
                     leader: Some(leader),
@@ -253,7 +295,7 @@ impl Requester {
                         .with_keys(keys)
                         .with_timeout(remaining)
                         .with_frame_bytes_max(self.shared.cfg.stream_frame_bytes_max);
-                    match client.write(to_op(&command)).await {
+                    match client.write_tagged(to_op(&command), tag).await {
                         Ok(version) => return Ok(version),
                         Err(Error::Timeout) => outcome_unknown = true,
                         // It reached the leader, which may have committed it.
@@ -292,7 +334,7 @@ impl Requester {
                 return Err(Error::NoLeader);
             }
             let mut status = self.status_seen();
-            match self.command(Command::ReadLinearizable).await? {
+            match self.command(Command::ReadLinearizable, None).await? {
                 Ok(version) => return Ok(version),
                 Err(RequestError::NotLeader { .. } | RequestError::Timeout) => {
                     self.wait_for_change(&mut status, deadline).await
@@ -302,32 +344,43 @@ impl Requester {
         }
     }
 
-    /// Serves a client's request.
-    pub(crate) async fn client(&self, op: ClientOp) -> ClientReply {
-        let result = match op {
+    /// Serves a client's request; `tag` is the session request a write is.
+    pub(crate) async fn client(&self, op: ClientOp, tag: Option<WriteTag>) -> ClientReply {
+        let command = match op {
             ClientOp::Status => {
                 return ClientReply::Status(self.shared.status.borrow().to_wire());
             }
-            ClientOp::Get { key, linearizable } => self.client_get(key, linearizable).await,
-            ClientOp::Set { key, value } => self
-                .write(Command::Set { key, value })
-                .await
-                .map(|version| ClientReply::Written { version }),
-            ClientOp::Remove { key } => self
-                .write(Command::Remove { key })
-                .await
-                .map(|version| ClientReply::Written { version }),
-            ClientOp::Update { map } => self
-                .write(Command::Update {
-                    map: map.into_iter().collect(),
-                })
-                .await
-                .map(|version| ClientReply::Written { version }),
+            ClientOp::Get { key, linearizable } => {
+                return self
+                    .client_get(key, linearizable)
+                    .await
+                    .unwrap_or_else(failed);
+            }
+            ClientOp::OpenSession { id } => {
+                let deadline = Instant::now() + self.timeout();
+                return self
+                    .attempts(Command::OpenSession { id }, None, deadline)
+                    .await
+                    .map_or_else(failed, |version| ClientReply::Written { version });
+            }
+            ClientOp::Set { key, value } => Command::Set { key, value },
+            ClientOp::Remove { key } => Command::Remove { key },
+            ClientOp::Update { map } => Command::Update {
+                map: map.into_iter().collect(),
+            },
         };
-        result.unwrap_or_else(|error| ClientReply::Failed {
-            failure: error.failure(),
-            message: error.to_string(),
-        })
+        let written = match tag {
+            Some(tag) => self.write_tagged(command, tag).await,
+            // In a keyed cluster a recorded request stays valid forever:
+            // only a session write is safe to take from the network, as a
+            // copy sent again applies as nothing.
+            None if self.shared.keys.get().is_some() => Err(Error::Invalid(
+                "a cluster with keys takes writes only in a session (this client is too old)"
+                    .into(),
+            )),
+            None => self.write(command).await,
+        };
+        written.map_or_else(failed, |version| ClientReply::Written { version })
     }
 
     async fn client_get(
@@ -355,6 +408,14 @@ impl Requester {
     }
 }
 
+/// A failed request as a client is told of it.
+fn failed(error: Error) -> ClientReply {
+    ClientReply::Failed {
+        failure: error.failure(),
+        message: error.to_string(),
+    }
+}
+
 fn to_op(command: &Command) -> ClientOp {
     match command {
         Command::Set { key, value } => ClientOp::Set {
@@ -365,6 +426,7 @@ fn to_op(command: &Command) -> ClientOp {
         Command::Update { map } => ClientOp::Update {
             map: map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         },
+        Command::OpenSession { id } => ClientOp::OpenSession { id: *id },
         // Only writes are forwarded.
         Command::ReadLinearizable | Command::Leave | Command::TransferLeadership => {
             ClientOp::Status
@@ -561,7 +623,7 @@ impl Node {
     /// Leaves the cluster (a leader hands over leadership first), then
     /// stops.
     pub async fn leave(mut self) -> Result<(), Error> {
-        let result = match self.requester.command(Command::Leave).await? {
+        let result = match self.requester.command(Command::Leave, None).await? {
             Ok(_) => Ok(()),
             Err(error) => Err(Error::from_request(error)),
         };
@@ -575,7 +637,10 @@ impl Node {
     pub async fn shutdown(mut self) -> Result<(), Error> {
         if self.state() == Role::Leader {
             // Best effort: if no voter can take over, stop anyway.
-            let _ = self.requester.command(Command::TransferLeadership).await;
+            let _ = self
+                .requester
+                .command(Command::TransferLeadership, None)
+                .await;
         }
         self.stop().await;
         Ok(())

@@ -206,6 +206,7 @@ fn every_term_version_and_id_beyond_its_maximum_is_refused() {
                 members: vec![member(1)],
                 next_member_id: 2,
                 map: vec![],
+                sessions: Vec::new(),
             }),
         ),
         (
@@ -217,6 +218,7 @@ fn every_term_version_and_id_beyond_its_maximum_is_refused() {
                 members: vec![member(u32::MAX)],
                 next_member_id: 2,
                 map: vec![],
+                sessions: Vec::new(),
             }),
         ),
         (
@@ -279,6 +281,7 @@ fn member_two_at(last: LogId, entries: Vec<Entry>) -> Core {
             members: (1..=3).map(member).collect(),
             next_member_id: 4,
             map: vec![("k".into(), "v".into())],
+            sessions: Vec::new(),
         },
         entries,
     };
@@ -461,6 +464,7 @@ fn sole_leader(last: LogId, next_member_id: u32) -> (Core, u64) {
             members: vec![member(2)],
             next_member_id,
             map: vec![],
+            sessions: Vec::new(),
         },
         entries: vec![],
     };

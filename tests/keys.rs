@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use simple_raft::core::{
@@ -17,7 +17,7 @@ use simple_raft::core::{
 use simple_raft::wire::{
     decode_frame_keyed, encode_stream_frame_signed, Append, Change, ClientFailure, ClientOp,
     ClientReply, ClientRequest, DecodeLimits, DecodeReason, Entry, Frame, Heartbeat, Keyring, Kind,
-    LogId, Member, Message, NodeId, VoteRequest,
+    LogId, Member, Message, NodeId, VoteRequest, WriteTag,
 };
 use simple_raft::{Client, Config, Error, Node};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -503,21 +503,25 @@ async fn keyed_nodes(keys: &Keyring) -> Vec<Node> {
     nodes
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// Sends one client request frame with `request_id` over TCP, as a
-/// recording would be sent again; returns the answer.
-async fn send_raw(node: SocketAddr, keys: &Keyring, request_id: u64, op: ClientOp) -> ClientReply {
+/// Sends one client request frame with `request_id` (and `tag`, for a
+/// session write) over TCP, as a recording would be sent again; returns the
+/// answer.
+async fn send_raw(
+    node: SocketAddr,
+    keys: &Keyring,
+    request_id: u64,
+    op: ClientOp,
+    tag: Option<WriteTag>,
+) -> ClientReply {
     let frame = Frame::new(
         0,
         NodeId::UNASSIGNED,
         0,
-        Message::ClientRequest(ClientRequest { request_id, op }),
+        Message::ClientRequest(ClientRequest {
+            request_id,
+            op,
+            tag,
+        }),
     );
     let mut out = BytesMut::new();
     encode_stream_frame_signed(&frame, &mut out, 1 << 20, Some(keys)).unwrap();
@@ -540,7 +544,7 @@ async fn send_raw(node: SocketAddr, keys: &Keyring, request_id: u64, op: ClientO
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_without_the_key_cannot_write_and_tcp_writes_cannot_be_replayed() {
+async fn clients_without_the_key_cannot_write_and_a_replayed_write_applies_nothing() {
     let keys = Keyring::new(KEY);
     let nodes = keyed_nodes(&keys).await;
     let a = nodes[0].addr();
@@ -577,38 +581,74 @@ async fn clients_without_the_key_cannot_write_and_tcp_writes_cannot_be_replayed(
     );
     assert_eq!(nodes[0].status().version, version);
 
-    // A write with the key is served once; the same frame again is not.
-    let id = (unix_ms() << 20) | 12345;
-    let first = send_raw(a, &keys, id, op()).await;
-    assert!(matches!(first, ClientReply::Written { .. }), "{first:?}");
+    // A write with the key carries its session request: the same frame
+    // sent again, to any node and after a newer write, applies nothing and
+    // gets the first answer. Request ids carry no time: a client whose
+    // clock is a day off writes as well as any.
+    const SESSION: u64 = 0x5e55_1011;
+    let opened = send_raw(a, &keys, 1, ClientOp::OpenSession { id: SESSION }, None).await;
+    assert!(matches!(opened, ClientReply::Written { .. }), "{opened:?}");
+    let tag = |seq, floor| {
+        Some(WriteTag {
+            session: SESSION,
+            seq,
+            floor,
+        })
+    };
+    let first = send_raw(a, &keys, 2, op(), tag(1, 1)).await;
+    let ClientReply::Written { version: red } = first else {
+        panic!("{first:?}");
+    };
     nodes[1].set("color", "green").await.unwrap();
-    let again = send_raw(a, &keys, id, op()).await;
+    for node in &nodes {
+        let again = send_raw(node.addr(), &keys, 2, op(), tag(1, 1)).await;
+        assert_eq!(again, ClientReply::Written { version: red });
+    }
+    // Once the client has moved its floor past it, a copy is refused as
+    // expired, and still applies nothing.
+    let later = send_raw(
+        a,
+        &keys,
+        u64::MAX,
+        ClientOp::Set {
+            key: "size".into(),
+            value: "9".into(),
+        },
+        tag(2, 2),
+    )
+    .await;
+    assert!(matches!(later, ClientReply::Written { .. }), "{later:?}");
+    let expired = send_raw(a, &keys, 2, op(), tag(1, 1)).await;
     assert!(
         matches!(
-            &again,
-            ClientReply::Failed { failure: ClientFailure::Invalid, message } if message.contains("replay")
+            &expired,
+            ClientReply::Failed {
+                failure: ClientFailure::SessionExpired,
+                ..
+            }
         ),
-        "{again:?}"
+        "{expired:?}"
     );
-    // A recording older than the window is refused by every node.
-    let old = ((unix_ms() - 120_000) << 20) | 777;
-    for node in &nodes {
-        let stale = send_raw(node.addr(), &keys, old, op()).await;
-        assert!(
-            matches!(&stale, ClientReply::Failed { failure: ClientFailure::Invalid, message }
-                if message.contains("possible replay")),
-            "{stale:?}"
-        );
-    }
+    // A write without a session could apply again each time it is sent:
+    // a keyed cluster refuses it.
+    let untagged = send_raw(a, &keys, 3, op(), None).await;
+    assert!(
+        matches!(
+            &untagged,
+            ClientReply::Failed { failure: ClientFailure::Invalid, message } if message.contains("session")
+        ),
+        "{untagged:?}"
+    );
     // Reads are served whenever they come.
     let read = send_raw(
         a,
         &keys,
-        old,
+        3,
         ClientOp::Get {
             key: Some("color".into()),
             linearizable: false,
         },
+        None,
     )
     .await;
     assert!(matches!(read, ClientReply::Value { .. }), "{read:?}");

@@ -7,9 +7,12 @@
 //! - `SIM_NODES=K`: force the cluster size.
 //! - `SIM_DURABILITY=off|all|mixed`: force which nodes keep a data
 //!   directory (otherwise drawn per seed: a third each).
-//! - `SIM_RETRY_WRITES=1`: clients write again after an unknown outcome,
-//!   as a new operation; `SIM_RETRY_WRITES=same`: as the same operation
-//!   (what the library's `Node` does), which may then take effect twice.
+//! - Writes go in client sessions and are sent again after an unknown
+//!   outcome as the same operation, as the library's clients do: the
+//!   session makes a resend apply at most once. `SIM_SESSIONS=0`: writes
+//!   without sessions, which a resend may apply twice (as before sessions
+//!   existed). `SIM_RETRY_WRITES=0`: no resends; `1`: a resend is a new
+//!   operation; `same`: the same operation.
 //!
 //! Every run ends with a linearizability check of its client history
 //! (writes and linearizable reads); the summary counts the operations
@@ -72,11 +75,15 @@ fn options() -> RunOptions {
             "mixed" => Durability::Mixed,
             other => panic!("SIM_DURABILITY={other:?}: expected off, all or mixed"),
         });
+    // Writes go in sessions and are sent again after an unknown outcome,
+    // as the library's clients do, unless asked otherwise.
+    let sessions = std::env::var("SIM_SESSIONS").map_or(true, |s| s.trim() != "0");
     let retry_writes = match std::env::var("SIM_RETRY_WRITES")
         .ok()
         .as_deref()
         .map(str::trim)
     {
+        None | Some("") if sessions => RetryWrites::Same,
         None | Some("" | "0") => RetryWrites::Off,
         Some("1") => RetryWrites::Separate,
         Some("same") => RetryWrites::Same,
@@ -88,6 +95,7 @@ fn options() -> RunOptions {
         durability,
         same_key_writers: true,
         retry_writes,
+        sessions,
         skip_history_check: false,
     }
 }
@@ -227,6 +235,8 @@ fn regression_seeds() {
     let options = RunOptions {
         durability: Some(Durability::Off),
         same_key_writers: false,
+        sessions: false,
+        retry_writes: RetryWrites::Off,
         ..options()
     };
     let (failed, checked) = run_many(REGRESSION_SEEDS.to_vec(), options);
@@ -239,6 +249,8 @@ fn restart_seeds() {
     // Found before same-key bursts: replayed as they ran then.
     let options = RunOptions {
         same_key_writers: false,
+        sessions: false,
+        retry_writes: RetryWrites::Off,
         ..options()
     };
     let (failed, checked) = run_many(RESTART_SEEDS.to_vec(), options);

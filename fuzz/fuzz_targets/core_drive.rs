@@ -79,6 +79,12 @@ fn core(u: &mut Unstructured) -> Result<Core> {
                     members: (1..=3).map(member).collect(),
                     next_member_id: 4,
                     map: vec![("k".into(), "v".into())],
+                    sessions: vec![SessionRecord {
+                        id: 1,
+                        floor: 1,
+                        last_version: 1,
+                        replies: vec![(1, 1)],
+                    }],
                 },
                 entries: (0..u.int_in_range(0..=3)?)
                     .map(|_| Entry {
@@ -166,7 +172,18 @@ impl Near {
     }
 
     fn change(self, u: &mut Unstructured) -> Result<Change> {
-        Ok(match u.int_in_range(0..=6u8)? {
+        Ok(match u.int_in_range(0..=8u8)? {
+            7 => Change::OpenSession {
+                id: u.int_in_range(0..=3)?,
+                sessions_max: u.int_in_range(1..=4)?,
+            },
+            8 => Change::SessionWrite {
+                tag: write_tag(u)?,
+                write: Write::Set {
+                    key: string(u)?,
+                    value: string(u)?,
+                },
+            },
             0 => Change::Noop,
             1 => Change::Set {
                 key: string(u)?,
@@ -198,6 +215,7 @@ impl Near {
             members: list(u, |u| self.member(u))?,
             next_member_id: u.arbitrary()?,
             map: map.into_iter().collect(),
+            sessions: sessions(u)?,
         })
     }
 
@@ -283,8 +301,40 @@ impl Near {
     }
 }
 
+/// A tag of one of a few sessions, so that resends and closed sessions
+/// are met often.
+fn write_tag(u: &mut Unstructured) -> Result<WriteTag> {
+    let seq = u.int_in_range(0..=6)?;
+    Ok(WriteTag {
+        session: u.int_in_range(0..=3)?,
+        seq,
+        floor: u.int_in_range(0..=seq)?,
+    })
+}
+
+/// Sessions as a snapshot may carry them (sorted, within the limits).
+fn sessions(u: &mut Unstructured) -> Result<Vec<SessionRecord>> {
+    let mut out: Vec<SessionRecord> = Vec::new();
+    for id in 0..u.int_in_range(0..=3u64)? {
+        let floor = u.int_in_range(0..=3)?;
+        let replies = (floor..floor + u.int_in_range(0..=3)?)
+            .map(|seq| (seq, seq + 1))
+            .collect();
+        out.push(SessionRecord {
+            id,
+            floor,
+            last_version: u.int_in_range(0..=8)?,
+            replies,
+        });
+    }
+    Ok(out)
+}
+
 fn command(u: &mut Unstructured) -> Result<Command> {
-    Ok(match u.int_in_range(0..=5u8)? {
+    Ok(match u.int_in_range(0..=6u8)? {
+        6 => Command::OpenSession {
+            id: u.int_in_range(0..=3)?,
+        },
         0 => Command::Set {
             key: string(u)?,
             value: string(u)?,
@@ -385,7 +435,11 @@ fn run(u: &mut Unstructured) -> Result<()> {
             }
             5 => {
                 request += 1;
-                core.handle_command(now, request, command(u)?);
+                if u.arbitrary()? {
+                    core.handle_session_write(now, request, command(u)?, write_tag(u)?);
+                } else {
+                    core.handle_command(now, request, command(u)?);
+                }
             }
             6 => {
                 let snapshot = near.snapshot(u)?;

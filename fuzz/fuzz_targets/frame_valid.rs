@@ -164,6 +164,14 @@ fn message(u: &mut Unstructured, kind: Kind) -> Result<Message> {
         Kind::ClientRequest => Message::ClientRequest(ClientRequest {
             request_id: u.arbitrary()?,
             op: client_op(u)?,
+            tag: option(u, |u| {
+                let seq = u.int_in_range(0..=SEQ_MAX)?;
+                Ok(WriteTag {
+                    session: u.arbitrary()?,
+                    seq,
+                    floor: u.int_in_range(0..=seq)?,
+                })
+            })?,
         }),
         Kind::ClientResponse => Message::ClientResponse(ClientResponse {
             request_id: u.arbitrary()?,
@@ -180,6 +188,7 @@ fn message(u: &mut Unstructured, kind: Kind) -> Result<Message> {
                 members: list(u, member)?,
                 next_member_id: u.arbitrary()?,
                 map,
+                sessions: Vec::new(),
             })
         }
     })
@@ -197,7 +206,8 @@ fn option<T>(
 }
 
 fn client_op(u: &mut Unstructured) -> Result<ClientOp> {
-    Ok(match u.int_in_range(0..=4u8)? {
+    Ok(match u.int_in_range(0..=5u8)? {
+        5 => ClientOp::OpenSession { id: u.arbitrary()? },
         0 => ClientOp::Status,
         1 => ClientOp::Get {
             key: option(u, string)?,
@@ -215,7 +225,7 @@ fn client_op(u: &mut Unstructured) -> Result<ClientOp> {
 }
 
 fn client_reply(u: &mut Unstructured) -> Result<ClientReply> {
-    const FAILURES: [ClientFailure; 8] = [
+    const FAILURES: [ClientFailure; 9] = [
         ClientFailure::NoLeader,
         ClientFailure::Timeout,
         ClientFailure::Uncertain,
@@ -224,6 +234,7 @@ fn client_reply(u: &mut Unstructured) -> Result<ClientReply> {
         ClientFailure::NotMember,
         ClientFailure::Invalid,
         ClientFailure::Stopping,
+        ClientFailure::SessionExpired,
     ];
     Ok(match u.int_in_range(0..=4u8)? {
         0 => ClientReply::Status(NodeStatus {

@@ -30,14 +30,25 @@ fn request(node: &NodeArgs, op: ClientOp) -> Result<ClientReply, Failure> {
     let keys = keys(node)?;
     let kind = match op {
         ClientOp::Status | ClientOp::Get { .. } => Kind::Read,
-        ClientOp::Set { .. } | ClientOp::Remove { .. } | ClientOp::Update { .. } => Kind::Write,
+        ClientOp::Set { .. }
+        | ClientOp::Remove { .. }
+        | ClientOp::Update { .. }
+        | ClientOp::OpenSession { .. } => Kind::Write,
     };
     check_size(node, &op, keys.as_ref())?;
     let client = Client::new(node.node, node.cluster_id)
         .with_keys(keys)
         .with_timeout(Duration::from_millis(node.timeout_ms));
+    // A write goes in a session, so that the client's own resend (on a
+    // connection that broke) or the node's (forwarding it through a
+    // change of leader) applies at most once.
     let reply = runtime(false)?
-        .block_on(client.request(op))
+        .block_on(async {
+            match kind {
+                Kind::Write => client.write_reply(op).await,
+                Kind::Read => client.request(op).await,
+            }
+        })
         .map_err(|e| transport_failure(node, kind, e))?;
     match reply {
         ClientReply::Failed { failure, message } => Err(refused(node, kind, failure, &message)),
@@ -64,6 +75,11 @@ fn check_size(node: &NodeArgs, op: &ClientOp, keys: Option<&Keyring>) -> Outcome
         Message::ClientRequest(ClientRequest {
             request_id: 0,
             op: op.clone(),
+            tag: Some(simple_raft::wire::WriteTag {
+                session: u64::MAX,
+                seq: u64::MAX,
+                floor: u64::MAX,
+            }),
         }),
     );
     let mut out = BytesMut::new();

@@ -42,6 +42,11 @@ pub struct CoreConfig {
     pub uncommitted_entries_max: usize,
     /// Requests (writes, reads) waiting for an outcome.
     pub pending_requests_max: usize,
+    /// Client sessions the cluster keeps open (see `sessions.rs`): opening
+    /// one more closes the least recently used. A leader puts its own
+    /// setting into each session it opens, so nodes set differently still
+    /// agree on which session closes.
+    pub sessions_max: u32,
     /// Longest key accepted in a write.
     pub key_bytes_max: usize,
     /// Longest value accepted in a write.
@@ -81,6 +86,7 @@ impl CoreConfig {
             log_tail_entries_max: 1024,
             uncommitted_entries_max: 256,
             pending_requests_max: 1024,
+            sessions_max: 4096,
             key_bytes_max: 4 * 1024,
             value_bytes_max: 1024 * 1024,
             member_silence_ms: Some(30_000),
@@ -130,6 +136,9 @@ impl CoreConfig {
             || self.seeds_max == 0
         {
             return fail("log, request and seed limits must be at least 1");
+        }
+        if self.sessions_max == 0 || self.sessions_max > crate::wire::SESSIONS_MAX_LIMIT {
+            return fail("sessions_max must be within 1..=65536");
         }
         if self.key_bytes_max == 0 || self.value_bytes_max == 0 {
             return fail("key_bytes_max and value_bytes_max must be at least 1");

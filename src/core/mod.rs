@@ -27,6 +27,7 @@ mod metrics;
 mod reads;
 mod replication;
 mod rng;
+mod sessions;
 mod state;
 mod types;
 
@@ -40,8 +41,8 @@ pub use metrics::CoreMetrics;
 pub use types::*;
 
 use crate::wire::{
-    self, decode_frame_keyed, with_payload, DecodeLimits, Entry, Frame, FrameHead, Keyring, Kind,
-    LogId, Member, Message, NodeId, Snapshot,
+    self, decode_frame_keyed, with_payload, Change, DecodeLimits, Entry, Frame, FrameHead, Keyring,
+    Kind, LogId, Member, Message, NodeId, Snapshot, Write, WriteTag,
 };
 use log::Log;
 use rng::Rng;
@@ -324,6 +325,8 @@ pub struct SnapshotSource {
     pub next_member_id: u32,
     /// The map.
     pub map: Map,
+    /// The open client sessions.
+    pub sessions: Vec<crate::wire::SessionRecord>,
 }
 
 impl SnapshotSource {
@@ -339,6 +342,7 @@ impl SnapshotSource {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            sessions: self.sessions,
         }
     }
 }
@@ -578,18 +582,52 @@ impl Core {
         self.clock = now;
         match command {
             Command::Set { key, value } => {
-                self.propose_write(now, request, crate::wire::Change::Set { key, value })
+                self.propose_write(now, request, Change::Set { key, value })
             }
-            Command::Remove { key } => {
-                self.propose_write(now, request, crate::wire::Change::Remove { key })
-            }
+            Command::Remove { key } => self.propose_write(now, request, Change::Remove { key }),
             Command::Update { map } => {
-                let change = self.diff_to_tail(&map);
-                self.propose_write(now, request, change)
+                let (set, remove) = self.diff_to_tail(&map);
+                self.propose_write(now, request, Change::Replace { set, remove })
+            }
+            Command::OpenSession { id } => {
+                let sessions_max = self.cfg.sessions_max;
+                self.propose_write(now, request, Change::OpenSession { id, sessions_max })
             }
             Command::ReadLinearizable => self.read_linearizable(now, request),
             Command::Leave => self.start_leave(now, request),
             Command::TransferLeadership => self.start_transfer(now, Some(request)),
+        }
+        self.after_input(now);
+    }
+
+    /// A write in a client session: `tag` says which request of which
+    /// session it is, so that sending it again (after an unknown outcome,
+    /// to this node or another) applies it at most once, and answers with
+    /// the version it was first applied at. A command that is not a write
+    /// (`Set`, `Remove`, `Update`) is handled as by
+    /// [`Core::handle_command`], the tag unused.
+    pub fn handle_session_write(
+        &mut self,
+        now: Millis,
+        request: RequestId,
+        command: Command,
+        tag: WriteTag,
+    ) {
+        self.clock = now;
+        let write = match command {
+            Command::Set { key, value } => Write::Set { key, value },
+            Command::Remove { key } => Write::Remove { key },
+            Command::Update { map } => {
+                let (set, remove) = self.diff_to_tail(&map);
+                Write::Replace { set, remove }
+            }
+            other => return self.handle_command(now, request, other),
+        };
+        match (&self.role, self.state.sessions.reply(&tag)) {
+            // Applied before, and remembered: the same answer, nothing new
+            // in the log.
+            (RoleState::Leader(_), Some(version)) => self.done(request, Ok(version)),
+            _ => self.propose_write(now, request, Change::SessionWrite { tag, write }),
         }
         self.after_input(now);
     }
@@ -855,7 +893,13 @@ impl Core {
             members: self.members(),
             next_member_id: self.state.next_member_id,
             map: self.state.map.clone(),
+            sessions: self.state.sessions.to_records(),
         }
+    }
+
+    /// How many client sessions are open.
+    pub fn sessions_open(&self) -> usize {
+        self.state.sessions.len()
     }
 
     /// Term and vote.

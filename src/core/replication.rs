@@ -6,13 +6,14 @@ use std::net::SocketAddr;
 
 use imbl::ordmap::DiffItem;
 
+use super::sessions::SessionOutcome;
 use super::{
     AppendKey, Core, Event, Map, Millis, PreparedSnapshot, Progress, RequestError, RequestId,
     RoleState, SharedChange, Transmit,
 };
 use crate::wire::{
     Append, AppendAck, AppendRef, Change, Entry, FetchSnapshot, Heartbeat, HeartbeatAck, Kind,
-    LogId, Message, NodeId,
+    LogId, Message, NodeId, WriteRef,
 };
 
 /// Bytes of an append frame other than its entries, at most: header,
@@ -290,19 +291,28 @@ impl Core {
                 }
                 _ => None,
             };
-            self.state.apply(&entry.change);
+            let outcome = self.state.apply(next, &entry.change);
             self.commit = next;
             self.metrics.applied += 1;
-            membership_changed |= !matches!(
-                entry.change,
-                Change::Noop | Change::Set { .. } | Change::Remove { .. } | Change::Replace { .. }
-            );
+            membership_changed |= entry.change.is_membership();
             self.after_apply(now, next, &entry.change, removed);
             self.events.push_back(Event::Applied {
                 version: next,
                 term: entry.term,
                 change: SharedChange::new(entry),
             });
+            // Answered after the change is reported applied: a caller that
+            // hears the answer has the state it reports.
+            if let RoleState::Leader(leader) = &mut self.role {
+                if let Some(request) = leader.writes.remove(&next) {
+                    let result = match outcome {
+                        SessionOutcome::Fresh => Ok(next),
+                        SessionOutcome::Duplicate { version } => Ok(version),
+                        SessionOutcome::Expired => Err(RequestError::SessionExpired),
+                    };
+                    self.done(request, result);
+                }
+            }
         }
         let keep = self.cfg.log_tail_entries_max as u64;
         if self.commit > self.log.base().version + keep {
@@ -310,14 +320,6 @@ impl Core {
         }
         if membership_changed {
             self.recompute_config();
-        }
-        let commit = self.commit;
-        if let RoleState::Leader(leader) = &mut self.role {
-            let later = leader.writes.split_off(&(commit + 1));
-            let done = std::mem::replace(&mut leader.writes, later);
-            for (version, request) in done {
-                self.done(request, Ok(version));
-            }
         }
         self.advance_reads(now);
         self.complete_forwarded_reads();
@@ -666,14 +668,16 @@ impl Core {
             })
         };
         let (key_max, value_max) = (self.cfg.key_bytes_max, self.cfg.value_bytes_max);
-        let oversized = match change {
-            Change::Set { key, value } => too_long(key, key_max).or(too_long(value, value_max)),
-            Change::Remove { key } => too_long(key, key_max),
-            Change::Replace { set, remove } => set
+        let oversized = match change.write() {
+            Some(WriteRef::Set { key, value }) => {
+                too_long(key, key_max).or(too_long(value, value_max))
+            }
+            Some(WriteRef::Remove { key }) => too_long(key, key_max),
+            Some(WriteRef::Replace { set, remove }) => set
                 .iter()
                 .find_map(|(k, v)| too_long(k, key_max).or(too_long(v, value_max)))
                 .or_else(|| remove.iter().find_map(|k| too_long(k, key_max))),
-            _ => None,
+            None => None,
         };
         if let Some(error) = oversized {
             return Err(error);
@@ -721,25 +725,30 @@ impl Core {
     /// [`Core::map`]), only the parts that differ are visited; otherwise
     /// one comparison pass without allocation. Only the changed pairs are
     /// copied.
-    pub(super) fn diff_to_tail(&self, target: &Map) -> Change {
-        let mut overlay: BTreeMap<&str, Option<&str>> = BTreeMap::new();
+    pub(super) fn diff_to_tail(&self, target: &Map) -> (Vec<(String, String)>, Vec<String>) {
+        // What the tail leaves each key it touches at. A session write may
+        // yet apply as nothing (a resent request), so after one the key's
+        // value is unknown (`None`), and the difference sets or removes it
+        // whatever the tail holds.
+        let mut overlay: BTreeMap<&str, Option<Option<&str>>> = BTreeMap::new();
         for (_, entry) in self.log.after(self.commit) {
-            match &entry.change {
-                Change::Set { key, value } => {
-                    overlay.insert(key, Some(value));
+            let certain = !matches!(entry.change, Change::SessionWrite { .. });
+            match entry.change.write() {
+                Some(WriteRef::Set { key, value }) => {
+                    overlay.insert(key, certain.then_some(Some(value)));
                 }
-                Change::Remove { key } => {
-                    overlay.insert(key, None);
+                Some(WriteRef::Remove { key }) => {
+                    overlay.insert(key, certain.then_some(None));
                 }
-                Change::Replace { set, remove } => {
+                Some(WriteRef::Replace { set, remove }) => {
                     for key in remove {
-                        overlay.insert(key, None);
+                        overlay.insert(key, certain.then_some(None));
                     }
                     for (key, value) in set {
-                        overlay.insert(key, Some(value));
+                        overlay.insert(key, certain.then_some(Some(value.as_str())));
                     }
                 }
-                _ => {}
+                None => {}
             }
         }
         let mut set = Vec::new();
@@ -765,10 +774,10 @@ impl Core {
         let mut overlay_remove = Vec::new();
         for (key, tail) in overlay {
             match (tail, target.get(key)) {
-                (tail, Some(value)) if tail != Some(value.as_str()) => {
+                (tail, Some(value)) if tail != Some(Some(value.as_str())) => {
                     overlay_set.push((key.to_owned(), value.clone()))
                 }
-                (Some(_), None) => overlay_remove.push(key.to_owned()),
+                (Some(Some(_)) | None, None) => overlay_remove.push(key.to_owned()),
                 _ => {}
             }
         }
@@ -780,16 +789,10 @@ impl Core {
             remove.append(&mut overlay_remove);
             remove.sort_unstable();
         }
-        Change::Replace { set, remove }
+        (set, remove)
     }
 }
 
 pub(super) fn is_membership(change: &Change) -> bool {
-    matches!(
-        change,
-        Change::AddMember(_)
-            | Change::PromoteMember(_)
-            | Change::RemoveMember(_)
-            | Change::ReplaceMember { .. }
-    )
+    change.is_membership()
 }

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use super::sessions::{SessionOutcome, Sessions};
 #[cfg(test)]
 use crate::wire::LogId;
-use crate::wire::{Change, Member, NodeId, Snapshot};
+use crate::wire::{Change, Member, NodeId, Snapshot, WriteRef};
 
 /// The data map: persistent, so that a snapshot of it (for readers, for a
 /// peer catching up, for a diff against a map derived from it) is a
@@ -25,6 +26,8 @@ pub struct State {
     /// The cluster generation: minted by the founder, learned by every
     /// other member from its welcome or a snapshot; 0 before either.
     pub generation: u64,
+    /// The open client sessions: what makes a resent write apply once.
+    pub sessions: Sessions,
     /// Order-independent hash of the map, kept up to date on every change
     /// so nodes can be compared cheaply.
     pub digest: u64,
@@ -51,19 +54,27 @@ fn pair_hash(key: &str, value: &str) -> u64 {
 }
 
 impl State {
-    /// Applies one committed change.
-    pub fn apply(&mut self, change: &Change) {
+    /// Applies the change committed at `version`; says what a session
+    /// write came to (every other change is [`SessionOutcome::Fresh`]).
+    pub fn apply(&mut self, version: u64, change: &Change) -> SessionOutcome {
         match change {
             Change::Noop => {}
-            Change::Set { key, value } => self.set(key, value),
-            Change::Remove { key } => self.remove(key),
-            Change::Replace { set, remove } => {
-                for key in remove {
-                    self.remove(key);
+            Change::Set { .. } | Change::Remove { .. } | Change::Replace { .. } => {
+                if let Some(write) = change.write() {
+                    self.write(write);
                 }
-                for (key, value) in set {
-                    self.set(key, value);
+            }
+            Change::SessionWrite { tag, .. } => {
+                let outcome = self.sessions.admit(tag, version);
+                if outcome == SessionOutcome::Fresh {
+                    if let Some(write) = change.write() {
+                        self.write(write);
+                    }
                 }
+                return outcome;
+            }
+            Change::OpenSession { id, sessions_max } => {
+                self.sessions.open(*id, version, *sessions_max)
             }
             Change::AddMember(member) => {
                 self.next_member_id = self.next_member_id.max(member.id.0.saturating_add(1));
@@ -81,6 +92,22 @@ impl State {
                 self.members.remove(old);
                 self.next_member_id = self.next_member_id.max(new.id.0.saturating_add(1));
                 self.members.insert(new.id, new.clone());
+            }
+        }
+        SessionOutcome::Fresh
+    }
+
+    fn write(&mut self, write: WriteRef<'_>) {
+        match write {
+            WriteRef::Set { key, value } => self.set(key, value),
+            WriteRef::Remove { key } => self.remove(key),
+            WriteRef::Replace { set, remove } => {
+                for key in remove {
+                    self.remove(key);
+                }
+                for (key, value) in set {
+                    self.set(key, value);
+                }
             }
         }
     }
@@ -111,6 +138,7 @@ impl State {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            sessions: self.sessions.to_records(),
         }
     }
 
@@ -120,6 +148,7 @@ impl State {
             members: snapshot.members.into_iter().map(|m| (m.id, m)).collect(),
             next_member_id: snapshot.next_member_id,
             generation: snapshot.generation,
+            sessions: Sessions::from_records(snapshot.sessions),
             ..State::default()
         };
         for (key, value) in snapshot.map {
@@ -136,25 +165,37 @@ mod tests {
     #[test]
     fn digest_depends_on_content_not_history() {
         let mut a = State::default();
-        a.apply(&Change::Set {
-            key: "x".into(),
-            value: "1".into(),
-        });
-        a.apply(&Change::Set {
-            key: "y".into(),
-            value: "2".into(),
-        });
-        a.apply(&Change::Set {
-            key: "x".into(),
-            value: "3".into(),
-        });
+        a.apply(
+            1,
+            &Change::Set {
+                key: "x".into(),
+                value: "1".into(),
+            },
+        );
+        a.apply(
+            2,
+            &Change::Set {
+                key: "y".into(),
+                value: "2".into(),
+            },
+        );
+        a.apply(
+            3,
+            &Change::Set {
+                key: "x".into(),
+                value: "3".into(),
+            },
+        );
         let mut b = State::default();
-        b.apply(&Change::Replace {
-            set: vec![("y".into(), "2".into()), ("x".into(), "3".into())],
-            remove: vec![],
-        });
+        b.apply(
+            1,
+            &Change::Replace {
+                set: vec![("y".into(), "2".into()), ("x".into(), "3".into())],
+                remove: vec![],
+            },
+        );
         assert_eq!(a.digest, b.digest);
-        a.apply(&Change::Remove { key: "y".into() });
+        a.apply(4, &Change::Remove { key: "y".into() });
         assert_ne!(a.digest, b.digest);
         let c = State::from_snapshot(b.to_snapshot(LogId::default()));
         assert_eq!(c.digest, b.digest);

@@ -156,6 +156,15 @@ impl Net {
         self.drain(i);
     }
 
+    fn session_write(&mut self, i: usize, request: RequestId, command: Command, tag: WriteTag) {
+        let now = self.now;
+        self.nodes[i]
+            .as_mut()
+            .unwrap()
+            .handle_session_write(now, request, command, tag);
+        self.drain(i);
+    }
+
     fn leaders(&self) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|i| !self.cut.contains(i))
@@ -677,6 +686,7 @@ fn restored_voter(term: u64, voted_for: Option<NodeId>) -> Core {
             members,
             next_member_id: 4,
             map: vec![("k".into(), "v".into())],
+            sessions: Vec::new(),
         },
         entries: vec![Entry {
             term: 2,
@@ -911,5 +921,150 @@ fn an_introduction_is_answered_with_no_more_bytes_than_it_carried() {
             answer.bytes.len(),
             short.len()
         );
+    }
+}
+
+fn set(key: &str, value: &str) -> Command {
+    Command::Set {
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+fn tag(session: u64, seq: u64, floor: u64) -> WriteTag {
+    WriteTag {
+        session,
+        seq,
+        floor,
+    }
+}
+
+/// A three-node cluster whose leader is node 0, with session 0xabc open.
+fn cluster_with_session(sessions_max: u32) -> Net {
+    let mut net = Net::three_node_cluster();
+    assert_eq!(net.leaders(), vec![0]);
+    net.nodes[0].as_mut().unwrap().cfg.sessions_max = sessions_max;
+    net.command(0, 1, Command::OpenSession { id: 0xabc });
+    net.run(200);
+    assert!(matches!(net.done.get(&1), Some(Ok(_))), "{:?}", net.done);
+    net
+}
+
+#[test]
+fn dissertation_6_3_a_resent_write_applies_once_and_gets_its_first_answer() {
+    let mut net = cluster_with_session(16);
+    net.session_write(0, 2, set("k", "1"), tag(0xabc, 1, 1));
+    net.run(200);
+    let Some(Ok(first)) = net.done.get(&2).cloned() else {
+        panic!("{:?}", net.done);
+    };
+    // Another client's newer write of the same key.
+    net.command(0, 3, set("k", "2"));
+    net.run(200);
+    let version = net.core(0).commit();
+    // The first client, unsure of its outcome, sends it again: through a
+    // follower (which redirects) and to the leader.
+    net.session_write(1, 4, set("k", "1"), tag(0xabc, 1, 1));
+    net.session_write(0, 5, set("k", "1"), tag(0xabc, 1, 1));
+    net.run(200);
+    assert!(matches!(
+        net.done.get(&4),
+        Some(Err(RequestError::NotLeader { .. }))
+    ));
+    assert_eq!(net.done.get(&5), Some(&Ok(first)));
+    for i in 0..3 {
+        assert_eq!(net.core(i).map().get("k").map(String::as_str), Some("2"));
+        assert_eq!(net.core(i).commit(), version, "nothing new in the log");
+    }
+}
+
+#[test]
+fn dissertation_6_3_copies_of_one_request_in_the_log_apply_once() {
+    let mut net = cluster_with_session(16);
+    // Both copies enter the log before either commits (a resend after a
+    // lost answer, while the first is still on its way).
+    net.session_write(0, 2, set("k", "1"), tag(0xabc, 1, 1));
+    net.session_write(0, 3, set("k", "1"), tag(0xabc, 1, 1));
+    net.command(0, 4, set("k", "2"));
+    net.session_write(0, 5, set("k", "1"), tag(0xabc, 1, 1));
+    net.run(300);
+    let first = net.done.get(&2).cloned();
+    assert!(matches!(first, Some(Ok(_))), "{:?}", net.done);
+    assert_eq!(net.done.get(&3).cloned(), first, "the same answer");
+    assert_eq!(net.done.get(&5).cloned(), first, "the same answer");
+    for i in 0..3 {
+        assert_eq!(net.core(i).map().get("k").map(String::as_str), Some("2"));
+    }
+}
+
+#[test]
+fn a_write_of_a_closed_session_or_below_its_floor_applies_nothing() {
+    let mut net = cluster_with_session(1);
+    net.session_write(0, 2, set("a", "1"), tag(0xabc, 1, 1));
+    net.session_write(0, 3, set("a", "2"), tag(0xabc, 2, 2));
+    net.run(200);
+    assert!(matches!(net.done.get(&3), Some(Ok(_))));
+    // Below the floor the client sent: forgotten.
+    net.session_write(0, 4, set("a", "1"), tag(0xabc, 1, 1));
+    net.run(200);
+    assert_eq!(net.done.get(&4), Some(&Err(RequestError::SessionExpired)));
+    // A second session closes the first (the table holds one).
+    net.command(0, 5, Command::OpenSession { id: 0xdef });
+    net.run(200);
+    net.session_write(0, 6, set("a", "3"), tag(0xabc, 3, 3));
+    net.run(200);
+    assert_eq!(net.done.get(&6), Some(&Err(RequestError::SessionExpired)));
+    // A session never opened is as closed.
+    net.session_write(0, 7, set("a", "4"), tag(0x999, 1, 1));
+    net.run(200);
+    assert_eq!(net.done.get(&7), Some(&Err(RequestError::SessionExpired)));
+    assert_eq!(net.core(0).sessions_open(), 1);
+    for i in 0..3 {
+        assert_eq!(net.core(i).map().get("a").map(String::as_str), Some("2"));
+    }
+}
+
+#[test]
+fn the_session_table_travels_in_snapshots() {
+    let mut net = cluster_with_session(16);
+    net.session_write(0, 2, set("k", "1"), tag(0xabc, 1, 1));
+    net.run(200);
+    let Some(Ok(first)) = net.done.get(&2).cloned() else {
+        panic!("{:?}", net.done);
+    };
+    let snapshot = net.core(0).snapshot();
+    assert_eq!(snapshot.sessions.len(), 1);
+    let prepared = PreparedSnapshot::new(snapshot);
+    assert_eq!(
+        prepared.state.sessions.reply(&tag(0xabc, 1, 1)),
+        Some(first)
+    );
+}
+
+#[test]
+fn an_update_after_a_session_write_in_the_tail_still_makes_the_map_exact() {
+    let mut net = cluster_with_session(16);
+    // All in the log before any commits: the session write sets k to 1, a
+    // plain write sets it back to 0, and a resend of the session write,
+    // which will apply as nothing, says 1 again. The update must not take
+    // the tail's last word for k.
+    net.session_write(0, 2, set("k", "1"), tag(0xabc, 1, 1));
+    net.command(0, 3, set("k", "0"));
+    net.session_write(0, 4, set("k", "1"), tag(0xabc, 1, 1));
+    let mut wanted = Map::new();
+    wanted.insert("k".into(), "1".into());
+    wanted.insert("other".into(), "x".into());
+    net.command(
+        0,
+        5,
+        Command::Update {
+            map: wanted.clone(),
+        },
+    );
+    net.run(300);
+    assert_eq!(net.done.get(&4).cloned(), net.done.get(&2).cloned());
+    assert!(matches!(net.done.get(&5), Some(Ok(_))), "{:?}", net.done);
+    for i in 0..3 {
+        assert_eq!(net.core(i).map(), &wanted);
     }
 }

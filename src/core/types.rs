@@ -71,6 +71,14 @@ pub enum Command {
         /// structure, and is compared in time proportional to the change.
         map: super::Map,
     },
+    /// Open client session `id` (leader only), for the tags of later
+    /// writes (see
+    /// [`Core::handle_session_write`](super::Core::handle_session_write));
+    /// done with the version it committed at.
+    OpenSession {
+        /// Chosen at random by the client.
+        id: u64,
+    },
     /// Confirm with a quorum that this node's state is current; done when
     /// the node has applied at least the confirmed version.
     ReadLinearizable,
@@ -122,6 +130,11 @@ pub enum RequestError {
     /// Another membership change or transfer is in progress; nothing changed.
     #[error("another membership change is in progress")]
     ChangeInProgress,
+    /// The write's session is closed (the table was full) or its request
+    /// forgotten (below the session's floor): nothing of it applies now,
+    /// but an earlier attempt may have. A new session is needed.
+    #[error("session expired: the outcome of this write is no longer known")]
+    SessionExpired,
 }
 
 /// Something the caller may want to act on or show.

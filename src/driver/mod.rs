@@ -3,15 +3,13 @@
 //! handles and connection tasks. After every input it drains the core.
 
 mod admission;
-mod replay;
-pub(crate) use replay::unix_ms;
 pub(crate) mod stream_io;
 mod tcp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,6 +35,8 @@ pub type SharedMap = crate::core::Map;
 pub(crate) enum Inbound {
     Command {
         command: Command,
+        /// For a session write: which request of which session it is.
+        tag: Option<crate::wire::WriteTag>,
         reply: oneshot::Sender<Result<u64, RequestError>>,
     },
     /// A local read: one key, or the whole map.
@@ -142,8 +142,8 @@ pub(crate) struct Shared {
     pub addr: SocketAddr,
     /// The cluster keys now (the ones in `cfg` are those it started with).
     pub keys: Arc<Keys>,
-    /// Client writes served recently, against replays.
-    pub replay: Arc<Mutex<replay::ReplayGuard>>,
+    /// The session of the writes made through this node.
+    pub session: crate::session::ClientSession,
     /// Connections to the leader kept open between forwarded requests.
     pub pool: Arc<crate::client::Pool>,
 }
@@ -216,7 +216,7 @@ pub(crate) async fn spawn(
         status: status_rx,
         counters: counters.clone(),
         keys: Arc::new(Keys::new(cfg.cluster_keys.clone())),
-        replay: Arc::new(Mutex::new(replay::ReplayGuard::default())),
+        session: crate::session::ClientSession::default(),
         pool: Arc::default(),
         cfg: cfg.clone(),
         addr,
@@ -425,11 +425,18 @@ impl Driver {
     fn on_inbound(&mut self, message: Inbound) {
         let now = self.now();
         match message {
-            Inbound::Command { command, reply } => {
+            Inbound::Command {
+                command,
+                tag,
+                reply,
+            } => {
                 let request = self.next_request;
                 self.next_request += 1;
                 self.pending.insert(request, reply);
-                self.core.handle_command(now, request, command);
+                match tag {
+                    Some(tag) => self.core.handle_session_write(now, request, command, tag),
+                    None => self.core.handle_command(now, request, command),
+                }
             }
             Inbound::Read { key, reply } => {
                 let version = self.core.commit();

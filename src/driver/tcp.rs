@@ -12,15 +12,14 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use super::admission::Slot;
-use super::replay::unix_ms;
 use super::stream_io::{
     read_frame, read_frame_bytes_within, write_frame, write_frame_bytes, ReadError,
 };
 use super::{DriverCounters, Inbound, Shared};
 use crate::node::Requester;
 use crate::wire::{
-    decode_frame_keyed, ClientFailure, ClientOp, ClientReply, ClientRequest, ClientResponse,
-    DecodeLimits, Frame, Keyring, Message, NodeId, Snapshot, SnapshotRequest,
+    decode_frame_keyed, ClientResponse, DecodeLimits, Frame, Keyring, Message, NodeId, Snapshot,
+    SnapshotRequest,
 };
 
 /// Serves one accepted connection until it closes, idles too long, sends
@@ -155,10 +154,7 @@ pub(super) async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Share
             }
             Message::ClientRequest(request) => {
                 let request_id = request.request_id;
-                let reply = match refuse_replay(&shared, &request) {
-                    Some(refused) => refused,
-                    None => requester.client(request.op).await,
-                };
+                let reply = requester.client(request.op, request.tag).await;
                 Some(Message::ClientResponse(ClientResponse {
                     request_id,
                     reply,
@@ -281,34 +277,6 @@ impl ServedSnapshot {
         *encoded = Some((keys, bytes.clone()));
         Some(bytes)
     }
-}
-
-/// In a keyed cluster, a write must be recent and new to this node (see
-/// `replay.rs`); returns the refusal to answer, if any. Reads change
-/// nothing and are served whenever they come.
-fn refuse_replay(shared: &Shared, request: &ClientRequest) -> Option<ClientReply> {
-    let write = match request.op {
-        ClientOp::Status | ClientOp::Get { .. } => false,
-        ClientOp::Set { .. } | ClientOp::Remove { .. } | ClientOp::Update { .. } => true,
-    };
-    if !write || shared.keys.get().is_none() {
-        return None;
-    }
-    let admitted = shared
-        .replay
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .admit(request.request_id, unix_ms());
-    let refusal = admitted.err()?;
-    debug!(refusal = %refusal.message(), "client write refused");
-    let failure = match refusal {
-        super::replay::Refusal::Busy => ClientFailure::Busy,
-        _ => ClientFailure::Invalid,
-    };
-    Some(ClientReply::Failed {
-        failure,
-        message: refusal.message(),
-    })
 }
 
 /// Writes queued frames to `to` over one connection; ends on the first

@@ -29,7 +29,7 @@ pub const HEADER_BYTES: usize = 24;
 /// Bytes before each log record's content: length and checksum.
 pub const RECORD_HEADER_BYTES: usize = 8;
 /// The format this version writes and reads.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 /// Longest record content a log may hold: 1 GiB. Fixed by the format, not
 /// by any setting, so that every record a node could write is read back
 /// whatever the node is configured with when it restarts (lowering

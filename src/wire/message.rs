@@ -97,6 +97,138 @@ pub enum Change {
         /// The new incarnation at its address.
         new: Member,
     },
+    /// Opens client session `id` (or, if it is open, marks it used).
+    /// Applying it when `sessions_max` sessions are open first closes the
+    /// one used least recently. The bound travels in the change, not in
+    /// each node's settings, so every node closes the same session.
+    OpenSession {
+        /// The session's id, chosen at random by its client: unique without
+        /// coordination, and never the id of a session of an earlier
+        /// cluster generation.
+        id: u64,
+        /// How many sessions may be open once this one is.
+        sessions_max: u32,
+    },
+    /// A write made in a client session: applied at most once however
+    /// often the client sends it (see [`WriteTag`]).
+    SessionWrite {
+        /// Which request of which session it is.
+        tag: WriteTag,
+        /// What it writes.
+        write: Write,
+    },
+}
+
+/// Which request of which client session a write is, so that a retry is
+/// applied at most once (the client sessions of the Raft dissertation,
+/// §6.3). A client opens a session with [`Change::OpenSession`] (writes
+/// of a session that is not open apply as nothing), numbers its writes
+/// 1, 2, 3, … and sends a retry with the same tag; every node
+/// remembers, per session, the version each recent request was applied at,
+/// and applies a request it has seen before as nothing, answering with
+/// the first version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WriteTag {
+    /// The session's id.
+    pub session: u64,
+    /// The request's number in the session, from 1.
+    pub seq: u64,
+    /// Every request of the session numbered below this has had its
+    /// answer (or its client gave up on it): the nodes may forget them,
+    /// and a copy of one that arrives late is applied as nothing. At most
+    /// `seq`.
+    pub floor: u64,
+}
+
+/// A write to the map, as a session write carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Write {
+    /// Sets `key` to `value`.
+    Set {
+        /// The key.
+        key: String,
+        /// Its new value.
+        value: String,
+    },
+    /// Removes `key` (absent keys are fine).
+    Remove {
+        /// The key.
+        key: String,
+    },
+    /// Replaces the whole map, as the difference to the map it applies to.
+    Replace {
+        /// Keys to set, with their values.
+        #[serde(deserialize_with = "de_vec")]
+        set: Vec<(String, String)>,
+        /// Keys to remove.
+        #[serde(deserialize_with = "de_vec")]
+        remove: Vec<String>,
+    },
+}
+
+impl Change {
+    /// The write this change makes to the map, tagged or not (`None` for
+    /// no-ops, membership changes and session opens).
+    pub fn write(&self) -> Option<WriteRef<'_>> {
+        Some(match self {
+            Change::Set { key, value }
+            | Change::SessionWrite {
+                write: Write::Set { key, value },
+                ..
+            } => WriteRef::Set { key, value },
+            Change::Remove { key }
+            | Change::SessionWrite {
+                write: Write::Remove { key },
+                ..
+            } => WriteRef::Remove { key },
+            Change::Replace { set, remove }
+            | Change::SessionWrite {
+                write: Write::Replace { set, remove },
+                ..
+            } => WriteRef::Replace { set, remove },
+            Change::Noop
+            | Change::AddMember(_)
+            | Change::PromoteMember(_)
+            | Change::RemoveMember(_)
+            | Change::ReplaceMember { .. }
+            | Change::OpenSession { .. } => return None,
+        })
+    }
+
+    /// Whether it changes the members.
+    pub fn is_membership(&self) -> bool {
+        matches!(
+            self,
+            Change::AddMember(_)
+                | Change::PromoteMember(_)
+                | Change::RemoveMember(_)
+                | Change::ReplaceMember { .. }
+        )
+    }
+}
+
+/// A borrowed view of a write to the map, whichever change carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteRef<'a> {
+    /// Sets `key` to `value`.
+    Set {
+        /// The key.
+        key: &'a str,
+        /// Its new value.
+        value: &'a str,
+    },
+    /// Removes `key`.
+    Remove {
+        /// The key.
+        key: &'a str,
+    },
+    /// Sets the pairs of `set`, removes the keys of `remove`.
+    Replace {
+        /// Pairs to set.
+        set: &'a [(String, String)],
+        /// Keys to remove.
+        remove: &'a [String],
+    },
 }
 
 /// A numbered change: the term it was made in and what it does. Its version
@@ -291,6 +423,10 @@ pub struct ClientRequest {
     pub request_id: u64,
     /// What to do.
     pub op: ClientOp,
+    /// For a write: the session request it is, so that it is applied at
+    /// most once however often it is sent (see [`WriteTag`]). A node that
+    /// is given a write without one makes it a request of its own session.
+    pub tag: Option<WriteTag>,
 }
 
 /// What a client asks of a node.
@@ -324,6 +460,12 @@ pub enum ClientOp {
         /// The new map, sorted by key.
         #[serde(deserialize_with = "de_vec")]
         map: Vec<(String, String)>,
+    },
+    /// Open client session `id` (forwarded to the leader); answered with
+    /// [`ClientReply::Written`] once it is open.
+    OpenSession {
+        /// The session's id, chosen at random.
+        id: u64,
     },
 }
 
@@ -389,6 +531,10 @@ pub enum ClientFailure {
     Invalid,
     /// The node is stopping; nothing changed.
     Stopping,
+    /// The write's session is closed, or its request was forgotten: it may
+    /// have been applied before, and nothing of it applies now. Open a new
+    /// session for the next write.
+    SessionExpired,
 }
 
 /// A node's status as a client sees it.
@@ -431,6 +577,25 @@ pub struct Snapshot {
     /// The map, sorted by key, without duplicates.
     #[serde(deserialize_with = "de_vec")]
     pub map: Vec<(String, String)>,
+    /// The open client sessions, by id, without duplicates.
+    #[serde(deserialize_with = "de_vec")]
+    pub sessions: Vec<SessionRecord>,
+}
+
+/// One open client session, as a snapshot carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Its id, chosen by its client.
+    pub id: u64,
+    /// Requests numbered below this are forgotten (see [`WriteTag::floor`]).
+    pub floor: u64,
+    /// The version of its last write (or of its opening): the least
+    /// recent session is the one closed when the table is full.
+    pub last_version: u64,
+    /// The version each remembered request was applied at, by request
+    /// number, sorted, every number at least `floor`.
+    #[serde(deserialize_with = "de_vec")]
+    pub replies: Vec<(u64, u64)>,
 }
 
 /// Deserializes a `Vec` without trusting the declared length for the

@@ -23,7 +23,9 @@ pub use frame::{
     FLAG_TAGGED, FRAME_BYTES_MIN, MAGIC, TAG_BYTES_MAX, TAG_BYTES_MIN, WIRE_VERSION,
 };
 pub use message::*;
-pub use range::{NODE_ID_MAX, TERM_MAX, VERSION_MAX};
+pub use range::{
+    NODE_ID_MAX, SEQ_MAX, SESSIONS_MAX_LIMIT, SESSION_REPLIES_MAX, TERM_MAX, VERSION_MAX,
+};
 pub use stream::{
     encode_stream_frame, encode_stream_frame_signed, stream_frame_len, StreamDecoder,
     LENGTH_PREFIX_BYTES, STREAM_FRAME_BYTES_MAX_DEFAULT,

@@ -24,6 +24,16 @@ pub const VERSION_MAX: u64 = 1 << 48;
 /// Largest member id a frame may carry, leaving `id + 1` room in a `u32`.
 pub const NODE_ID_MAX: u32 = u32::MAX - 1;
 
+/// Largest number a session request may carry: `2^48`.
+pub const SEQ_MAX: u64 = 1 << 48;
+/// Most client sessions a cluster may be told to keep open
+/// ([`Change::OpenSession`]'s `sessions_max`, and a snapshot's sessions).
+pub const SESSIONS_MAX_LIMIT: u32 = 1 << 16;
+/// Most requests a session remembers the outcome of: a client with more
+/// writes in flight at once has its oldest forgotten (a retry of one then
+/// gets "session expired").
+pub const SESSION_REPLIES_MAX: usize = 256;
+
 fn check(field: &'static str, value: u64, max: u64) -> Result<(), DecodeError> {
     if value > max {
         return Err(DecodeError::OutOfRange { field, value, max });
@@ -62,10 +72,71 @@ fn change(change: &Change) -> Result<(), DecodeError> {
             node_id("member id", *old)?;
             member(new)
         }
+        Change::OpenSession { sessions_max, .. } => {
+            if *sessions_max == 0 {
+                return Err(DecodeError::OutOfRange {
+                    field: "open_session sessions_max",
+                    value: 0,
+                    max: u64::from(SESSIONS_MAX_LIMIT),
+                });
+            }
+            check(
+                "open_session sessions_max",
+                u64::from(*sessions_max),
+                u64::from(SESSIONS_MAX_LIMIT),
+            )
+        }
+        Change::SessionWrite { tag, .. } => write_tag(tag),
         Change::Noop | Change::Set { .. } | Change::Remove { .. } | Change::Replace { .. } => {
             Ok(())
         }
     }
+}
+
+fn write_tag(tag: &WriteTag) -> Result<(), DecodeError> {
+    check("write tag seq", tag.seq, SEQ_MAX)?;
+    check("write tag floor", tag.floor, tag.seq)
+}
+
+/// A snapshot's sessions: at most [`SESSIONS_MAX_LIMIT`], by id without
+/// duplicates, each with at most [`SESSION_REPLIES_MAX`] replies sorted by
+/// request number, none below its floor. The core relies on all of it.
+fn sessions(sessions: &[SessionRecord]) -> Result<(), DecodeError> {
+    if sessions.len() > SESSIONS_MAX_LIMIT as usize {
+        return Err(DecodeError::OutOfRange {
+            field: "snapshot sessions",
+            value: sessions.len() as u64,
+            max: u64::from(SESSIONS_MAX_LIMIT),
+        });
+    }
+    if sessions.windows(2).any(|w| w[0].id >= w[1].id) {
+        return Err(DecodeError::NonCanonical {
+            field: "snapshot sessions (ids must be sorted and unique)",
+        });
+    }
+    for session in sessions {
+        version("session last_version", session.last_version)?;
+        check("session floor", session.floor, SEQ_MAX)?;
+        if session.replies.len() > SESSION_REPLIES_MAX {
+            return Err(DecodeError::OutOfRange {
+                field: "session replies",
+                value: session.replies.len() as u64,
+                max: SESSION_REPLIES_MAX as u64,
+            });
+        }
+        if session.replies.windows(2).any(|w| w[0].0 >= w[1].0)
+            || session.replies.first().is_some_and(|r| r.0 < session.floor)
+        {
+            return Err(DecodeError::NonCanonical {
+                field: "session replies (sorted, unique, none below the floor)",
+            });
+        }
+        for &(seq, at) in &session.replies {
+            check("session reply seq", seq, SEQ_MAX)?;
+            version("session reply version", at)?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks every term, version and member id a decoded message carries,
@@ -101,12 +172,17 @@ pub(super) fn check_message(message: &Message) -> Result<(), DecodeError> {
         Message::Snapshot(m) => {
             log_id("snapshot last", m.last)?;
             m.members.iter().try_for_each(member)?;
+            sessions(&m.sessions)?;
             check(
                 "snapshot next_member_id",
                 u64::from(m.next_member_id),
                 u64::from(NODE_ID_MAX) + 1,
             )
         }
+        Message::ClientRequest(m) => match &m.tag {
+            Some(tag) => write_tag(tag),
+            None => Ok(()),
+        },
         Message::FetchSnapshot(m) => log_id("fetch_snapshot base", m.base),
         Message::ClientResponse(m) => match &m.reply {
             ClientReply::Status(status) => {
@@ -129,7 +205,6 @@ pub(super) fn check_message(message: &Message) -> Result<(), DecodeError> {
         | Message::Leave(_)
         | Message::TimeoutNow(_)
         | Message::ReadIndexRequest(_)
-        | Message::SnapshotRequest(_)
-        | Message::ClientRequest(_) => Ok(()),
+        | Message::SnapshotRequest(_) => Ok(()),
     }
 }

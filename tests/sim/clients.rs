@@ -4,13 +4,13 @@
 //! history of writes and linearizable reads is linearizable (recorded here,
 //! checked at the end of a run).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use simple_raft::core::{Command, Map, Millis, RequestError, RequestId};
-use simple_raft::wire::{Change, NodeId};
+use simple_raft::wire::{Change, NodeId, Write, WriteTag};
 
 use super::linearizability::{self as lin, Call, OpId, Returned};
-use super::model::History;
+use super::model::{History, Outcome};
 
 /// What a client asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +27,8 @@ pub enum Op {
     Leave { id: Option<NodeId> },
     /// The leader hands over.
     Transfer,
+    /// Open the write session of the client at a node.
+    OpenSession { id: u64 },
 }
 
 impl Op {
@@ -42,6 +44,7 @@ impl Op {
             Op::Read => Command::ReadLinearizable,
             Op::Leave { .. } => Command::Leave,
             Op::Transfer => Command::TransferLeadership,
+            Op::OpenSession { id } => Command::OpenSession { id: *id },
         }
     }
 
@@ -56,7 +59,7 @@ impl Op {
             Op::Remove { key } => Call::Remove { key: key.clone() },
             Op::Update { map } => Call::Update { map: map.clone() },
             Op::Read => Call::Read,
-            Op::Leave { .. } | Op::Transfer => return None,
+            Op::Leave { .. } | Op::Transfer | Op::OpenSession { .. } => return None,
         })
     }
 
@@ -69,7 +72,11 @@ impl Op {
     pub fn retries(&self) -> bool {
         matches!(
             self,
-            Op::Set { .. } | Op::Remove { .. } | Op::Update { .. } | Op::Read
+            Op::Set { .. }
+                | Op::Remove { .. }
+                | Op::Update { .. }
+                | Op::Read
+                | Op::OpenSession { .. }
         )
     }
 }
@@ -96,6 +103,12 @@ pub struct Request {
     pub history: Option<OpId>,
     /// How many times a client wrote it again after an unknown outcome.
     pub rewrites: u32,
+    /// For a write in a session: which request of which session it is
+    /// (every resend carries the same).
+    pub tag: Option<WriteTag>,
+    /// The client that made it: the slot it was first sent to, and the
+    /// incarnation there (its session's owner).
+    pub origin: (usize, u64),
 }
 
 /// An acknowledged write.
@@ -107,6 +120,18 @@ pub struct Ack {
     pub version: u64,
     /// What it asked.
     pub op: Op,
+    /// Its session request, if any.
+    pub tag: Option<WriteTag>,
+}
+
+/// The write session of the client at one node (one per incarnation: a
+/// restarted process starts with none).
+#[derive(Debug, Default)]
+struct Session {
+    id: Option<u64>,
+    opening: bool,
+    last_seq: u64,
+    in_flight: BTreeSet<u64>,
 }
 
 /// What the sim should do after an answer.
@@ -166,6 +191,12 @@ pub struct Clients {
     pub retry_writes: RetryWrites,
     /// Every write and linearizable read, for the linearizability check.
     pub history: lin::History,
+    /// Whether writes go in sessions (as the library's clients send them).
+    pub sessions_on: bool,
+    /// The session of each client, by node slot and incarnation.
+    sessions: BTreeMap<(usize, u64), Session>,
+    /// Sessions opened so far (their ids follow from it).
+    sessions_opened: u64,
 }
 
 impl Default for Clients {
@@ -180,11 +211,63 @@ impl Default for Clients {
             follow_redirects: false,
             retry_writes: RetryWrites::Off,
             history: lin::History::new("ms"),
+            sessions_on: false,
+            sessions: BTreeMap::new(),
+            sessions_opened: 0,
         }
     }
 }
 
 impl Clients {
+    /// What the client at `node` sends for `op`: a write in its session,
+    /// or the opening of its session first (the write is then not made:
+    /// `None` once an opening is under way).
+    pub fn prepare(
+        &mut self,
+        node: usize,
+        incarnation: u64,
+        op: Op,
+    ) -> Option<(Op, Option<WriteTag>)> {
+        if !self.sessions_on || !op.writes() {
+            return Some((op, None));
+        }
+        let session = self.sessions.entry((node, incarnation)).or_default();
+        match session.id {
+            Some(id) => {
+                session.last_seq += 1;
+                let seq = session.last_seq;
+                session.in_flight.insert(seq);
+                let floor = *session.in_flight.first().expect("just inserted");
+                Some((
+                    op,
+                    Some(WriteTag {
+                        session: id,
+                        seq,
+                        floor,
+                    }),
+                ))
+            }
+            None if session.opening => None,
+            None => {
+                session.opening = true;
+                self.sessions_opened += 1;
+                // Spread over the id space, as random ids would be.
+                let id = self.sessions_opened.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                Some((Op::OpenSession { id }, None))
+            }
+        }
+    }
+
+    /// The request is over: its number leaves the session's flight.
+    fn finished(&mut self, asked: &Request) {
+        let Some(tag) = asked.tag else { return };
+        if let Some(session) = self.sessions.get_mut(&asked.origin) {
+            if session.id == Some(tag.session) {
+                session.in_flight.remove(&tag.seq);
+            }
+        }
+    }
+
     /// Registers a new request and returns its id.
     pub fn issue(&mut self, mut request: Request) -> RequestId {
         self.next_request += 1;
@@ -231,14 +314,19 @@ impl Clients {
     /// outcome is unknown.
     pub fn lost(&mut self, node: usize, now: Millis) {
         let history = &mut self.history;
+        let mut lost = Vec::new();
         self.pending.retain(|_, r| {
             if r.node == node {
                 if let Some(op) = r.history {
                     history.unknown(op, now);
                 }
+                lost.push(r.clone());
             }
             r.node != node
         });
+        for request in &lost {
+            self.finished(request);
+        }
     }
 
     /// Checks an answer given by `node` at `now`, whose committed version
@@ -268,8 +356,30 @@ impl Clients {
             .outcomes
             .entry(outcome_name(&asked.op, result))
             .or_insert(0) += 1;
+        if let Op::OpenSession { id } = asked.op {
+            return Ok(self.session_opened(asked, id, result));
+        }
+        if let Err(RequestError::SessionExpired) = result {
+            // Maybe applied by an earlier attempt; nothing of it applies
+            // now, and the client needs a new session.
+            if let Some(op) = asked.history {
+                self.history.unknown(op, now);
+            }
+            if let Some(session) = self.sessions.get_mut(&asked.origin) {
+                if session.id == asked.tag.map(|t| t.session) {
+                    *session = Session::default();
+                }
+            }
+            return Ok(After::Nothing);
+        }
         if let Some(after) = self.record(&asked, result, (commit, map), now) {
             return Ok(after);
+        }
+        if !matches!(result, Err(RequestError::NotLeader { leader: Some(_) }))
+            || !self.follow_redirects
+            || asked.hops >= 3
+        {
+            self.finished(&asked);
         }
         match (result, &asked.op) {
             (Ok(version), Op::Read) => {
@@ -308,6 +418,7 @@ impl Clients {
                     request,
                     version: *version,
                     op: op.clone(),
+                    tag: asked.tag,
                 };
                 check_ack(&ack, history)?;
                 self.acked_max = self.acked_max.max(*version);
@@ -327,6 +438,39 @@ impl Clients {
             (Err(_), _) => {}
         }
         Ok(After::Nothing)
+    }
+
+    /// The answer to the opening of a session.
+    fn session_opened(
+        &mut self,
+        asked: Request,
+        id: u64,
+        result: &Result<u64, RequestError>,
+    ) -> After {
+        match result {
+            Err(RequestError::NotLeader {
+                leader: Some(leader),
+            }) if self.follow_redirects && asked.hops < 3 => {
+                return After::Retry {
+                    leader: *leader,
+                    request: asked,
+                }
+            }
+            Ok(_) => {
+                if let Some(session) = self.sessions.get_mut(&asked.origin) {
+                    *session = Session {
+                        id: Some(id),
+                        ..Session::default()
+                    };
+                }
+            }
+            Err(_) => {
+                if let Some(session) = self.sessions.get_mut(&asked.origin) {
+                    session.opening = false;
+                }
+            }
+        }
+        After::Nothing
     }
 
     /// Records an answer in the linearizability history; what to do when
@@ -393,6 +537,9 @@ fn check_ack(ack: &Ack, history: &History) -> Result<(), String> {
             ack.request
         ));
     };
+    if let Some(tag) = ack.tag {
+        return check_session_ack(ack, tag, history);
+    }
     let ok = match &ack.op {
         Op::Set { key, value } => {
             committed.change
@@ -414,7 +561,7 @@ fn check_ack(ack: &Ack, history: &History) -> Result<(), String> {
                 .range(..=v)
                 .any(|(_, c)| c.change == Change::RemoveMember(id))
         }),
-        Op::Read | Op::Transfer => true,
+        Op::Read | Op::Transfer | Op::OpenSession { .. } => true,
     };
     if ok {
         Ok(())
@@ -423,6 +570,47 @@ fn check_ack(ack: &Ack, history: &History) -> Result<(), String> {
             "request {} ({:?}) acknowledged with version {v}, but version {v} committed {:?}",
             ack.request, ack.op, committed.change
         ))
+    }
+}
+
+/// An acknowledged session write must be the change at its version, with
+/// its tag, and that change must have applied there (a resend answered as a
+/// duplicate gets the version of the first).
+fn check_session_ack(ack: &Ack, tag: WriteTag, history: &History) -> Result<(), String> {
+    let v = ack.version;
+    let Some(committed) = history.entries.get(&v).map(|c| &c.change) else {
+        return Err(format!(
+            "request {} acknowledged with version {v}, which no node has applied",
+            ack.request
+        ));
+    };
+    let Change::SessionWrite { tag: at, write } = committed else {
+        return Err(format!(
+            "session write {} ({:?}) acknowledged with version {v}, which committed {committed:?}",
+            ack.request, ack.op
+        ));
+    };
+    let same = match (&ack.op, write) {
+        (Op::Set { key, value }, Write::Set { key: k, value: w }) => key == k && value == w,
+        (Op::Remove { key }, Write::Remove { key: k }) => key == k,
+        (Op::Update { map }, Write::Replace { .. }) => {
+            history.state(v).is_some_and(|(s, _, _)| &s.map == map)
+        }
+        _ => false,
+    };
+    if *at != tag || !same {
+        return Err(format!(
+            "session write {} ({:?}, {tag:?}) acknowledged with version {v}, which committed \
+             {committed:?}",
+            ack.request, ack.op
+        ));
+    }
+    match history.outcomes.get(&v) {
+        Some(Outcome::Applied) | None => Ok(()),
+        Some(other) => Err(format!(
+            "session write {} acknowledged with version {v}, where it applied as {other:?}",
+            ack.request
+        )),
     }
 }
 
@@ -436,6 +624,7 @@ fn outcome_name(op: &Op, result: &Result<u64, RequestError>) -> &'static str {
         Err(RequestError::Timeout) => "timeout",
         Err(RequestError::NotMember) => "not member",
         Err(RequestError::ChangeInProgress) => "change in progress",
+        Err(RequestError::SessionExpired) => "session expired",
         Err(_) => "other error",
     }
 }

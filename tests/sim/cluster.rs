@@ -283,9 +283,11 @@ impl Sim {
         if self.nodes[i].status != Status::Up {
             return None;
         }
+        let incarnation = self.nodes[i].incarnation;
+        let (op, tag) = self.clients.prepare(i, incarnation, op)?;
         let request = Request {
             node: i,
-            incarnation: self.nodes[i].incarnation,
+            incarnation,
             op,
             issued_at: self.now,
             acked_before: 0,
@@ -293,6 +295,8 @@ impl Sim {
             hops: 0,
             history: None,
             rewrites: 0,
+            tag,
+            origin: (i, incarnation),
         };
         Some(self.send_request(request))
     }
@@ -317,15 +321,16 @@ impl Sim {
         };
         let i = request.node;
         let command = request.op.command();
+        let tag = request.tag;
         self.trace.record(self.now, "command", i, hash_of(&id), || {
-            format!("#{id} {command:?}")
+            format!("#{id} {command:?} {tag:?}")
         });
         let now = self.clock(i);
-        self.nodes[i]
-            .core
-            .as_mut()
-            .expect("running")
-            .handle_command(now, id, command);
+        let core = self.nodes[i].core.as_mut().expect("running");
+        match tag {
+            Some(tag) => core.handle_session_write(now, id, command, tag),
+            None => core.handle_command(now, id, command),
+        }
         self.drain(i);
     }
 

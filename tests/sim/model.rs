@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use simple_raft::wire::{Change, Member, NodeId};
+use simple_raft::wire::{Change, Member, NodeId, Write, WriteTag, SESSION_REPLIES_MAX};
 
 use super::trace::{hash_of, pairs_hash};
 
@@ -15,12 +15,58 @@ pub struct State {
     pub map: BTreeMap<String, String>,
     /// The members, by id.
     pub members: BTreeMap<NodeId, Member>,
+    /// The open client sessions, by id.
+    pub sessions: BTreeMap<u64, Session>,
+}
+
+/// A client session as this model keeps it (the rules written down again,
+/// apart from the core's).
+#[derive(Debug, Clone, Default)]
+pub struct Session {
+    floor: u64,
+    replies: BTreeMap<u64, u64>,
+    last_used: u64,
+}
+
+/// What a committed session write came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It applied at its own version.
+    Applied,
+    /// It applied as nothing: the same request applied at this version.
+    Duplicate(u64),
+    /// It applied as nothing: its session is closed or it was forgotten.
+    Expired,
 }
 
 impl State {
-    /// Applies one committed change.
-    pub fn apply(&mut self, change: &Change) {
+    /// Applies the change committed at `version`.
+    pub fn apply(&mut self, version: u64, change: &Change) -> Outcome {
         match change {
+            Change::OpenSession { id, sessions_max } => {
+                if let Some(open) = self.sessions.get_mut(id) {
+                    open.last_used = version;
+                } else {
+                    while self.sessions.len() >= (*sessions_max as usize).max(1) {
+                        let lru = self
+                            .sessions
+                            .iter()
+                            .map(|(id, s)| (s.last_used, *id))
+                            .min()
+                            .map(|(_, id)| id)
+                            .expect("not empty");
+                        self.sessions.remove(&lru);
+                    }
+                    self.sessions.insert(
+                        *id,
+                        Session {
+                            last_used: version,
+                            ..Session::default()
+                        },
+                    );
+                }
+            }
+            Change::SessionWrite { tag, write } => return self.session_write(version, tag, write),
             Change::Noop => {}
             Change::Set { key, value } => {
                 self.map.insert(key.clone(), value.clone());
@@ -52,6 +98,40 @@ impl State {
                 self.members.insert(new.id, new.clone());
             }
         }
+        Outcome::Applied
+    }
+
+    fn session_write(&mut self, version: u64, tag: &WriteTag, write: &Write) -> Outcome {
+        let Some(session) = self.sessions.get_mut(&tag.session) else {
+            return Outcome::Expired;
+        };
+        session.last_used = version;
+        let outcome = match session.replies.get(&tag.seq) {
+            Some(first) => Outcome::Duplicate(*first),
+            None if tag.seq < session.floor => Outcome::Expired,
+            None => {
+                session.replies.insert(tag.seq, version);
+                Outcome::Applied
+            }
+        };
+        if tag.floor > session.floor {
+            session.floor = tag.floor;
+            session.replies.retain(|seq, _| *seq >= tag.floor);
+        }
+        while session.replies.len() > SESSION_REPLIES_MAX {
+            let oldest = *session.replies.keys().next().expect("not empty");
+            session.replies.remove(&oldest);
+            session.floor = oldest + 1;
+        }
+        if outcome == Outcome::Applied {
+            let change = match write.clone() {
+                Write::Set { key, value } => Change::Set { key, value },
+                Write::Remove { key } => Change::Remove { key },
+                Write::Replace { set, remove } => Change::Replace { set, remove },
+            };
+            self.apply(version, &change);
+        }
+        outcome
     }
 
     /// Hash of the map (the core's digest uses its own function).
@@ -88,6 +168,8 @@ pub struct History {
     /// known for versions with no gap below them.
     states: Vec<(State, u64, u64)>,
     head: State,
+    /// What each session write came to, by version.
+    pub outcomes: BTreeMap<u64, Outcome>,
 }
 
 impl History {
@@ -99,6 +181,7 @@ impl History {
             entries: BTreeMap::new(),
             states: vec![(head.clone(), hashes.0, hashes.1)],
             head,
+            outcomes: BTreeMap::new(),
         }
     }
 
@@ -134,7 +217,11 @@ impl History {
             },
         );
         while let Some(next) = self.entries.get(&(self.states.len() as u64)) {
-            self.head.apply(&next.change);
+            let at = self.states.len() as u64;
+            let outcome = self.head.apply(at, &next.change);
+            if matches!(next.change, Change::SessionWrite { .. }) {
+                self.outcomes.insert(at, outcome);
+            }
             let members: Vec<Member> = self.head.members.values().cloned().collect();
             let hashes = (self.head.map_hash(), members_hash(&members));
             self.states.push((self.head.clone(), hashes.0, hashes.1));

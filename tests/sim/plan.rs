@@ -21,6 +21,9 @@ pub struct RunOptions {
     pub same_key_writers: bool,
     /// What clients do after a write's unknown outcome.
     pub retry_writes: RetryWrites,
+    /// Writes go in client sessions, as the library sends them (off: as
+    /// before sessions existed, which the regression seeds need).
+    pub sessions: bool,
     /// Leave out the linearizability check of the client history (a
     /// second run of a seed, for its trace hash only).
     pub skip_history_check: bool,

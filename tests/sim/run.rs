@@ -97,6 +97,7 @@ pub fn run_seed(seed: u64, options: &RunOptions) -> Ran {
     );
     sim.clients.follow_redirects = true;
     sim.clients.retry_writes = options.retry_writes;
+    sim.clients.sessions_on = options.sessions;
     let total_s = (plan.safety_ms + LIVENESS_MS + ANSWER_MS) / 1000;
     sim.steps_max = 200_000 + total_s * ((plan.nodes as u64 + 4).pow(2)) * 200;
     sim.trace.note(0, || format!("plan {plan:?}"));
@@ -374,7 +375,7 @@ impl Run {
         };
         for v in core.commit() + 1..=core.last_log_id().version {
             if let Some(entry) = core.entry(v) {
-                latest.apply(&entry.change);
+                latest.apply(v, &entry.change);
             }
         }
         latest.members.values().any(|m| m.addr == addr)
@@ -663,7 +664,7 @@ impl Run {
             ..State::default()
         };
         for v in core.commit() + 1..=core.last_log_id().version {
-            latest.apply(&core.entry(v)?.change);
+            latest.apply(v, &core.entry(v)?.change);
         }
         let latest: Vec<Member> = latest.members.into_values().collect();
         let mut voters = usize::MAX;

@@ -111,6 +111,46 @@ pub fn golden() -> Vec<(&'static str, Frame, bool)> {
             false,
         ),
         (
+            "append_session",
+            Frame::new(
+                CLUSTER,
+                NodeId(3),
+                7,
+                Message::Append(Append {
+                    prev: LogId {
+                        term: 7,
+                        version: 44,
+                    },
+                    commit: 44,
+                    seq: 11,
+                    entries: vec![
+                        Entry {
+                            term: 7,
+                            change: Change::OpenSession {
+                                id: 0x51,
+                                sessions_max: 4096,
+                            },
+                        },
+                        Entry {
+                            term: 7,
+                            change: Change::SessionWrite {
+                                tag: WriteTag {
+                                    session: 0x51,
+                                    seq: 1,
+                                    floor: 1,
+                                },
+                                write: Write::Set {
+                                    key: "color".into(),
+                                    value: "red".into(),
+                                },
+                            },
+                        },
+                    ],
+                }),
+            ),
+            false,
+        ),
+        (
             "introduce",
             Frame::new(
                 CLUSTER,
@@ -145,6 +185,12 @@ pub fn golden() -> Vec<(&'static str, Frame, bool)> {
                     }],
                     next_member_id: 2,
                     map: vec![("a".into(), "1".into())],
+                    sessions: vec![SessionRecord {
+                        id: 0x51,
+                        floor: 3,
+                        last_version: 40,
+                        replies: vec![(3, 39), (4, 40)],
+                    }],
                 }),
             )
             .with_generation(Some(GOLDEN_GENERATION)),
@@ -204,7 +250,55 @@ fn change() -> impl Strategy<Value = Change> {
         node_id().prop_map(Change::PromoteMember),
         node_id().prop_map(Change::RemoveMember),
         (node_id(), member()).prop_map(|(old, new)| Change::ReplaceMember { old, new }),
+        (any::<u64>(), 1..=SESSIONS_MAX_LIMIT)
+            .prop_map(|(id, sessions_max)| Change::OpenSession { id, sessions_max }),
+        (write_tag(), write()).prop_map(|(tag, write)| Change::SessionWrite { tag, write }),
     ]
+}
+
+fn write_tag() -> impl Strategy<Value = WriteTag> {
+    (any::<u64>(), 0..=SEQ_MAX, any::<u64>()).prop_map(|(session, seq, floor)| WriteTag {
+        session,
+        seq,
+        floor: floor % (seq + 1),
+    })
+}
+
+fn write() -> impl Strategy<Value = Write> {
+    prop_oneof![
+        (text(), text()).prop_map(|(key, value)| Write::Set { key, value }),
+        text().prop_map(|key| Write::Remove { key }),
+        (
+            prop::collection::vec((text(), text()), 0..4),
+            prop::collection::vec(text(), 0..4)
+        )
+            .prop_map(|(set, remove)| Write::Replace { set, remove }),
+    ]
+}
+
+/// Sessions as a snapshot may carry them: sorted ids, replies sorted and
+/// none below the floor.
+fn session_records() -> impl Strategy<Value = Vec<SessionRecord>> {
+    prop::collection::btree_map(
+        any::<u64>(),
+        (
+            0..1000u64,
+            version(),
+            prop::collection::btree_map(0..100u64, version(), 0..4),
+        ),
+        0..4,
+    )
+    .prop_map(|sessions| {
+        sessions
+            .into_iter()
+            .map(|(id, (floor, last_version, replies))| SessionRecord {
+                id,
+                floor,
+                last_version,
+                replies: replies.into_iter().map(|(q, v)| (q + floor, v)).collect(),
+            })
+            .collect()
+    })
 }
 
 fn entry() -> impl Strategy<Value = Entry> {
@@ -219,6 +313,7 @@ fn client_op() -> impl Strategy<Value = ClientOp> {
         (text(), text()).prop_map(|(key, value)| ClientOp::Set { key, value }),
         text().prop_map(|key| ClientOp::Remove { key }),
         prop::collection::vec((text(), text()), 0..4).prop_map(|map| ClientOp::Update { map }),
+        any::<u64>().prop_map(|id| ClientOp::OpenSession { id }),
     ]
 }
 
@@ -232,6 +327,7 @@ fn client_reply() -> impl Strategy<Value = ClientReply> {
         Just(ClientFailure::NotMember),
         Just(ClientFailure::Invalid),
         Just(ClientFailure::Stopping),
+        Just(ClientFailure::SessionExpired),
     ];
     prop_oneof![
         (
@@ -335,22 +431,29 @@ pub fn message() -> impl Strategy<Value = Message> {
             log_id(),
             prop::collection::vec(member(), 0..4),
             any::<u32>(),
-            prop::collection::btree_map(text(), text(), 0..8)
+            prop::collection::btree_map(text(), text(), 0..8),
+            session_records(),
         )
             .prop_map(
-                |(last, members, next_member_id, map)| Message::Snapshot(Snapshot {
+                |(last, members, next_member_id, map, sessions)| Message::Snapshot(Snapshot {
                     generation: last.term ^ 0x5EED,
                     last,
                     members,
                     next_member_id,
                     map: map.into_iter().collect(),
+                    sessions,
                 })
             ),
         (log_id(), any::<bool>()).prop_map(|(base, from_leader)| Message::FetchSnapshot(
             FetchSnapshot { base, from_leader }
         )),
-        (any::<u64>(), client_op())
-            .prop_map(|(request_id, op)| Message::ClientRequest(ClientRequest { request_id, op })),
+        (any::<u64>(), client_op(), prop::option::of(write_tag())).prop_map(
+            |(request_id, op, tag)| Message::ClientRequest(ClientRequest {
+                request_id,
+                op,
+                tag
+            })
+        ),
         (any::<u64>(), client_reply()).prop_map(|(request_id, reply)| {
             Message::ClientResponse(ClientResponse { request_id, reply })
         }),
