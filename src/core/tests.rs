@@ -913,3 +913,5 @@ fn an_introduction_is_answered_with_no_more_bytes_than_it_carried() {
         );
     }
 }
+
+mod join;

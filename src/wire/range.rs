@@ -130,6 +130,8 @@ pub(super) fn check_message(message: &Message) -> Result<(), DecodeError> {
         | Message::TimeoutNow(_)
         | Message::ReadIndexRequest(_)
         | Message::SnapshotRequest(_)
-        | Message::ClientRequest(_) => Ok(()),
+        | Message::ClientRequest(_)
+        | Message::JoinChallenge(_)
+        | Message::JoinProof(_) => Ok(()),
     }
 }
