@@ -16,8 +16,10 @@
 //!    not held: a caller that drains [`Core::poll_transmit`] before it
 //!    writes lets the followers sync while the leader does.
 //!
-//! Randomness (the election timeouts) comes from a seed given to
-//! [`Core::new`], so a simulator can replay any run from one number.
+//! Randomness (the election timeouts, the key of the join tokens) comes
+//! from a seed given to [`Core::new`], so a simulator can replay any run
+//! from one number; a node gives the join tokens a key of their own
+//! ([`Core::set_join_token_key`]).
 
 mod config;
 mod election;
