@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use bytes::BytesMut;
 use simple_raft::wire::{
-    Frame, Heartbeat, LogId, Message, NodeId, PreVoteRequest, VoteRequest,
-    DATAGRAM_BYTES_MAX_DEFAULT,
+    decode_frame, DecodeLimits, Frame, Heartbeat, Introduce, JoinProof, LogId, Message, NodeId,
+    PreVoteRequest, VoteRequest, DATAGRAM_BYTES_MAX_DEFAULT, JOIN_TOKEN_BYTES,
 };
 
 #[path = "support/process.rs"]
@@ -118,6 +118,107 @@ fn a_burst_of_frames_at_the_largest_term_does_not_wedge_a_cluster() {
     // Every node is still running.
     for port in ports {
         assert!(status(port).is_some(), "node {port} answers");
+    }
+}
+
+/// The addresses of the members `port` reports.
+fn member_addrs(port: u16) -> Option<Vec<String>> {
+    let status = status(port)?;
+    let members = status["member_details"].as_array()?;
+    members
+        .iter()
+        .map(|m| m["addr"].as_str().map(String::from))
+        .collect()
+}
+
+/// Unkeyed introductions of addresses nobody joins from (loopback
+/// addresses with nothing listening, and the sender's own socket, which
+/// never answers a challenge), and proofs with made-up tokens, sent to
+/// every node: none becomes a member, every answer the sender gets is no
+/// larger than what it sent, and a real node still joins.
+#[test]
+fn a_burst_of_introductions_with_made_up_addresses_adds_no_member_while_a_real_node_joins() {
+    let (ports, mut procs) = three_nodes("introduce");
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a socket");
+    let own = socket.local_addr().expect("an address").to_string();
+    let introduce = |addr: String, incarnation: u64| {
+        datagram(
+            0,
+            0,
+            Message::Introduce(Introduce {
+                addr: addr.clone(),
+                incarnation,
+                seeds: vec![addr, own.clone()],
+            }),
+        )
+    };
+    let mut sent_bytes_min = usize::MAX;
+    for i in 0..200u16 {
+        let made_up = format!("127.0.{}.{}:{}", 1 + i / 100, 2 + i % 100, 1000 + i);
+        let frames = [
+            introduce(made_up.clone(), u64::from(i)),
+            introduce(own.clone(), u64::from(i)),
+            datagram(
+                0,
+                0,
+                Message::JoinProof(JoinProof {
+                    addr: made_up,
+                    incarnation: u64::from(i),
+                    seeds: vec![],
+                    token: [i as u8; JOIN_TOKEN_BYTES],
+                }),
+            ),
+        ];
+        for bytes in frames {
+            sent_bytes_min = sent_bytes_min.min(bytes.len());
+            for port in ports {
+                socket.send_to(&bytes, addr(port)).expect("send");
+            }
+        }
+    }
+    // What came back (challenges to our own address): bounded in count
+    // and time, each no larger than the smallest frame sent.
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .expect("a read timeout");
+    let mut buf = [0u8; 2048];
+    let limits = DecodeLimits::datagram(0);
+    let mut answers = 0;
+    while let Ok((len, _)) = socket.recv_from(&mut buf) {
+        assert!(
+            len <= sent_bytes_min,
+            "a {len}-byte answer to {sent_bytes_min} bytes"
+        );
+        let frame = decode_frame(&buf[..len], &limits).expect("a well-formed answer");
+        assert!(
+            matches!(
+                frame.message,
+                Message::JoinChallenge(_) | Message::Redirect(_)
+            ),
+            "{:?}",
+            frame.message
+        );
+        answers += 1;
+        assert!(answers <= 10_000, "answers without end");
+    }
+    assert!(
+        answers > 0,
+        "the leader challenged the sender's own address"
+    );
+
+    let new = free_port();
+    procs.push(run_node(new, &[ports[1]], &[], log_path("introduce", new)));
+    let mut expected: Vec<String> = ports.iter().chain([&new]).map(|p| addr(*p)).collect();
+    expected.sort();
+    wait_until("the real node joins", SETTLE, || {
+        let mut members = member_addrs(new)?;
+        members.sort();
+        (members == expected).then_some(())
+    });
+    for port in ports {
+        let mut members = member_addrs(port).expect("members");
+        members.sort();
+        assert_eq!(members, expected, "a made-up address became a member");
     }
 }
 

@@ -62,6 +62,22 @@ fn introduction_through_a_follower_redirects_to_the_leader() {
         introduced.is_some_and(|(at, _)| at > redirect_at),
         "the new node did not introduce itself to the leader after the redirect"
     );
+    // The leader adds the node only once it has answered at its address:
+    // introduction, challenge, proof, welcome.
+    let at = |sim: &Sim, from: usize, to: usize, kind: fn(&Message) -> bool| {
+        first_delivery(sim, |p| p.from == from && p.to == to && is(p, kind)).map(|(at, _)| at)
+    };
+    let introduced_at = introduced.map(|(at, _)| at);
+    let challenged = at(&sim, leader, new, |m| {
+        matches!(m, Message::JoinChallenge(_))
+    });
+    let proved = at(&sim, new, leader, |m| matches!(m, Message::JoinProof(_)));
+    let welcomed = at(&sim, leader, new, |m| matches!(m, Message::Welcome(_)));
+    assert!(
+        introduced_at < challenged && challenged < proved && proved < welcomed,
+        "introduced {introduced_at:?}, challenged {challenged:?}, proved {proved:?}, welcomed {welcomed:?}"
+    );
+    assert!(introduced_at.is_some());
     let welcomed_by_follower = first_delivery(&sim, |p| {
         p.from == follower && is(p, |m| matches!(m, Message::Welcome(_)))
     });

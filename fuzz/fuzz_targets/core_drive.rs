@@ -220,7 +220,7 @@ impl Near {
     }
 
     fn message(self, u: &mut Unstructured) -> Result<Message> {
-        Ok(match u.int_in_range(0..=17u8)? {
+        Ok(match u.int_in_range(0..=19u8)? {
             0 => Message::Heartbeat(Heartbeat {
                 last: self.log_id(u)?,
                 commit: self.version(u)?,
@@ -296,6 +296,16 @@ impl Near {
                 from_leader: u.arbitrary()?,
             }),
             16 => Message::Snapshot(self.snapshot(u)?),
+            // Tokens the core never made: the refusal paths.
+            17 => Message::JoinChallenge(JoinChallenge {
+                token: u.arbitrary()?,
+            }),
+            18 => Message::JoinProof(JoinProof {
+                addr: string(u)?,
+                incarnation: u.int_in_range(0..=2)?,
+                seeds: list(u, string)?,
+                token: u.arbitrary()?,
+            }),
             _ => Message::SnapshotRequest(SnapshotRequest),
         })
     }

@@ -157,6 +157,15 @@ fn message(u: &mut Unstructured, kind: Kind) -> Result<Message> {
             incarnation: u.arbitrary()?,
         }),
         Kind::SnapshotRequest => Message::SnapshotRequest(SnapshotRequest),
+        Kind::JoinChallenge => Message::JoinChallenge(JoinChallenge {
+            token: u.arbitrary()?,
+        }),
+        Kind::JoinProof => Message::JoinProof(JoinProof {
+            addr: string(u)?,
+            incarnation: u.arbitrary()?,
+            seeds: list(u, string)?,
+            token: u.arbitrary()?,
+        }),
         Kind::FetchSnapshot => Message::FetchSnapshot(FetchSnapshot {
             base: log_id(u)?,
             from_leader: u.arbitrary()?,

@@ -5,36 +5,52 @@
 use std::net::SocketAddr;
 
 use super::replication::is_membership;
-use super::{Core, Event, Millis, RequestError, RequestId, RoleState};
+use super::{Core, Event, JoinRefusal, JoinToken, Millis, RequestError, RequestId, RoleState};
 use crate::wire::{
-    Change, FetchSnapshot, Introduce, Leave, LogId, Member, Message, NodeId, Redirect, Welcome,
+    Change, FetchSnapshot, Introduce, JoinChallenge, JoinProof, Leave, LogId, Member, Message,
+    NodeId, Redirect, Welcome,
 };
 
-/// Bytes of the addresses an introduction carries: its own and its seeds'
-/// (each with its one-byte length).
-fn introduced_bytes(introduce: &Introduce) -> usize {
-    introduce
-        .seeds
-        .iter()
-        .chain([&introduce.addr])
-        .map(|a| a.len() + 1)
-        .sum()
-}
-
-/// As many of `seeds` as fit in `budget_bytes` (each with its one-byte
-/// length), in order.
-fn seeds_within(seeds: impl Iterator<Item = String>, budget_bytes: usize) -> Vec<String> {
-    let mut used = 0;
-    seeds
-        .take_while(|seed| {
-            used += seed.len() + 1;
-            used <= budget_bytes
-        })
-        .collect()
+/// The answer of a node that is not a member to an introduction: as many
+/// of `known` as keep it no larger than the introduction (in payload
+/// bytes; both frames have the same header), in order.
+fn redirect_within(
+    joined: bool,
+    known: impl Iterator<Item = String>,
+    introduce: &Introduce,
+) -> Redirect {
+    let budget_bytes = crate::wire::payload_len(introduce);
+    let mut redirect = Redirect {
+        leader: None,
+        joined,
+        seeds: Vec::new(),
+    };
+    for seed in known {
+        redirect.seeds.push(seed);
+        if crate::wire::payload_len(&redirect) > budget_bytes {
+            redirect.seeds.pop();
+            break;
+        }
+    }
+    redirect
 }
 
 /// Most members a cluster takes; further joins wait.
 const MEMBERS_MAX: usize = 256;
+
+/// What the leader does for an introduction (see [`Core::admission`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// The node is a member with this id and incarnation already.
+    Member(NodeId),
+    /// The node replaces this member, another incarnation at its address
+    /// that stopped answering.
+    Replace(NodeId),
+    /// The node is added as a new member.
+    Add,
+    /// Nobody is added now (counted where it applies).
+    None,
+}
 
 impl Core {
     /// Every `introduce_interval_ms` while not a member: introduce
@@ -66,17 +82,29 @@ impl Core {
         }
     }
 
+    /// This node's introduction: with the token of the last challenge it
+    /// got, once it got one.
     fn introduce_message(&self) -> Message {
         let seeds = self
             .joining
             .as_ref()
             .map(|j| j.known.iter().map(|a| a.to_string()).collect())
             .unwrap_or_default();
-        Message::Introduce(Introduce {
-            addr: self.cfg.addr.to_string(),
-            incarnation: self.cfg.incarnation,
-            seeds,
-        })
+        let addr = self.cfg.addr.to_string();
+        let incarnation = self.cfg.incarnation;
+        match self.joining.as_ref().and_then(|j| j.token) {
+            Some(token) => Message::JoinProof(JoinProof {
+                addr,
+                incarnation,
+                seeds,
+                token,
+            }),
+            None => Message::Introduce(Introduce {
+                addr,
+                incarnation,
+                seeds,
+            }),
+        }
     }
 
     /// Bootstrap rule for nodes started together, each listing the others:
@@ -123,7 +151,19 @@ impl Core {
         }
     }
 
-    pub(super) fn on_introduce(&mut self, now: Millis, from: SocketAddr, introduce: Introduce) {
+    /// An introduction, with the token of a challenge when it is a
+    /// [`crate::wire::JoinProof`]. A node that is not a member answers for
+    /// the bootstrap rule; a member that is not the leader redirects; the
+    /// leader adds the node only with a valid token for its address and
+    /// incarnation, and otherwise challenges that address. Every answer is
+    /// at most as large as the introduction (see [`Core::send_answer`]).
+    pub(super) fn on_introduce(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        introduce: Introduce,
+        token: Option<JoinToken>,
+    ) {
         let Ok(addr) = introduce.addr.parse::<SocketAddr>() else {
             self.metrics.dropped_unexpected += 1;
             return;
@@ -133,49 +173,129 @@ impl Core {
             // it belongs to one, so that the nodes started with it as their
             // seed wait for it rather than found by the bootstrap rule.
             let joined = joining.designated || joining.rejoin;
-            // The answer names no more addresses than the introduction did
-            // (in bytes): an introduction from a spoofed source is then no
-            // lever to send a larger answer to someone else.
-            let budget_bytes = introduced_bytes(&introduce);
+            // The answer is no larger than the introduction: one from a
+            // spoofed source is then no lever to send a larger answer to
+            // someone else.
+            let budget = introduce.clone();
             self.learn_seeds(introduce.seeds.into_iter().chain([introduce.addr]));
-            let seeds = self
+            let redirect = self
                 .joining
                 .as_ref()
-                .map(|j| seeds_within(j.known.iter().map(|a| a.to_string()), budget_bytes))
-                .unwrap_or_default();
-            self.send_in_term(
-                from,
-                0,
-                Message::Redirect(Redirect {
-                    leader: None,
-                    joined,
-                    seeds,
-                }),
-            );
+                .map(|j| redirect_within(joined, j.known.iter().map(|a| a.to_string()), &budget));
+            if let Some(redirect) = redirect {
+                self.send_answer(from, 0, Message::Redirect(redirect));
+            }
             return;
         }
         if self.left || self.id.is_none() {
             return;
         }
-        if let RoleState::Leader(_) = self.role {
-            self.admit(now, addr, introduce.incarnation);
-        } else {
+        let term = self.term;
+        if !matches!(self.role, RoleState::Leader(_)) {
+            // Only the leader that made a token can check it: any other
+            // member points the node there.
             let leader = self.leader().map(|a| a.to_string());
-            self.send(
+            self.send_answer(
                 addr,
+                term,
                 Message::Redirect(Redirect {
                     leader,
                     joined: true,
                     seeds: Vec::new(),
                 }),
             );
+            return;
+        }
+        let incarnation = introduce.incarnation;
+        let admission = self.admission(now, addr, incarnation);
+        match admission {
+            Admission::Member(id) => {
+                if self.state.members.contains_key(&id) {
+                    self.send_answer(addr, term, Message::Welcome(Welcome { id, incarnation }));
+                }
+            }
+            Admission::None => {}
+            Admission::Add | Admission::Replace(_) => {
+                let proven = token.map(|t| self.join_tokens.check(addr, incarnation, &t, now));
+                match proven {
+                    Some(Ok(())) => self.admit(now, addr, incarnation, admission),
+                    refused => {
+                        if let Some(Err(reason)) = refused {
+                            self.metrics.join_refused[reason.index()] += 1;
+                        }
+                        // Not proven (yet): ask the claimed address, never
+                        // the source, which may be spoofed.
+                        let token = self.join_tokens.make(addr, incarnation, now);
+                        let challenge = Message::JoinChallenge(JoinChallenge { token });
+                        if self.send_answer(addr, term, challenge) {
+                            self.metrics.join_challenges += 1;
+                        }
+                    }
+                }
+            }
         }
     }
 
-    /// The leader's answer to an introduction: welcome a member it already
-    /// has, replace another incarnation at the same address once it has
-    /// stopped answering, or add the node as a non-voter.
-    fn admit(&mut self, now: Millis, addr: SocketAddr, incarnation: u64) {
+    /// A joining node got a challenge: it keeps the token, which its
+    /// introductions carry from then on, and answers at once if the
+    /// challenge comes from a node it introduces itself to (where its
+    /// introductions go anyway), at most once an introduction interval.
+    /// However many challenges arrive, and from whatever source, this node
+    /// sends no more than its own schedule.
+    pub(super) fn on_join_challenge(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        challenge: JoinChallenge,
+    ) {
+        let interval = self.cfg.introduce_interval_ms;
+        let Some(joining) = self.joining.as_mut().filter(|_| !self.left) else {
+            self.metrics.dropped_unexpected += 1;
+            return;
+        };
+        joining.token = Some(challenge.token);
+        let asked = joining.known.contains(&from) || joining.leader_hint == Some(from);
+        let due = joining
+            .proof_sent_at
+            .is_none_or(|at| now >= at.saturating_add(interval));
+        if asked && due {
+            joining.proof_sent_at = Some(now);
+            let proof = self.introduce_message();
+            self.send_in_term(from, 0, proof);
+        }
+    }
+
+    /// Sends an answer to an introduction, which may come from a spoofed
+    /// source, only if it is no larger than that introduction: nobody can
+    /// use this node to send more to a third host than they sent
+    /// themselves. Returns whether it was sent.
+    fn send_answer(&mut self, to: SocketAddr, term: u64, message: Message) -> bool {
+        if to == self.cfg.addr {
+            return false;
+        }
+        match self.encode_message(term, &message) {
+            Some((bytes, false)) if bytes.len() <= self.input_bytes => {
+                self.queue(to, Some((bytes, false)));
+                true
+            }
+            Some(_) => {
+                self.metrics.join_refused[JoinRefusal::AnswerTooLarge.index()] += 1;
+                false
+            }
+            None => {
+                self.metrics.encode_errors += 1;
+                false
+            }
+        }
+    }
+
+    /// What the leader would do for an introduction of `addr` with
+    /// `incarnation`: welcome a member it already has, replace another
+    /// incarnation at the same address once it has stopped answering, add
+    /// the node as a non-voter, or nothing. Checked before the node is
+    /// challenged (no challenge for a node that would not be added) and
+    /// again once it proves its address.
+    fn admission(&mut self, now: Millis, addr: SocketAddr, incarnation: u64) -> Admission {
         let addr_text = addr.to_string();
         let existing = self
             .config
@@ -183,11 +303,7 @@ impl Core {
             .find(|m| m.addr == addr_text)
             .map(|m| (m.id, m.incarnation));
         match existing {
-            Some((id, known)) if known == incarnation => {
-                if self.state.members.contains_key(&id) {
-                    self.send(addr, Message::Welcome(Welcome { id, incarnation }));
-                }
-            }
+            Some((id, known)) if known == incarnation => Admission::Member(id),
             Some((id, _)) => {
                 // Another incarnation at this address: the process restarted
                 // without its data, and the old member is gone for good.
@@ -208,43 +324,48 @@ impl Core {
                     };
                 if answering {
                     self.metrics.dropped_unexpected += 1;
-                    return;
+                    return Admission::None;
                 }
-                // The new incarnation takes the old one's place in the
-                // same change, so the address is never out of the list (a
-                // restart in between would find no one sending to it).
                 if self.config.len() > MEMBERS_MAX {
-                    return;
+                    return Admission::None;
                 }
-                let new = Member {
-                    id: NodeId(self.next_member_id()),
-                    addr: addr_text,
-                    voter: false,
-                    incarnation,
-                };
-                self.propose_membership(now, Change::ReplaceMember { old: id, new });
+                Admission::Replace(id)
             }
             None => {
                 if self.config.len() >= MEMBERS_MAX {
-                    return;
+                    return Admission::None;
                 }
-                let id = NodeId(self.next_member_id());
-                if id.0 > crate::wire::NODE_ID_MAX {
+                if self.next_member_id() > crate::wire::NODE_ID_MAX {
                     // Every id is spent (ids are never reused): a member
                     // with this one could never be replicated or welcomed.
                     self.metrics.dropped_unexpected += 1;
-                    return;
+                    return Admission::None;
                 }
-                self.propose_membership(
-                    now,
-                    Change::AddMember(Member {
-                        id,
-                        addr: addr_text,
-                        voter: false,
-                        incarnation,
-                    }),
-                );
+                Admission::Add
             }
+        }
+    }
+
+    /// Proposes the change `admission` calls for, for a node that proved
+    /// it answers at `addr`.
+    fn admit(&mut self, now: Millis, addr: SocketAddr, incarnation: u64, admission: Admission) {
+        let new = Member {
+            id: NodeId(self.next_member_id()),
+            addr: addr.to_string(),
+            voter: false,
+            incarnation,
+        };
+        match admission {
+            // The new incarnation takes the old one's place in the same
+            // change, so the address is never out of the list (a restart
+            // in between would find no one sending to it).
+            Admission::Replace(old) => {
+                self.propose_membership(now, Change::ReplaceMember { old, new });
+            }
+            Admission::Add => {
+                self.propose_membership(now, Change::AddMember(new));
+            }
+            Admission::Member(_) | Admission::None => {}
         }
     }
 

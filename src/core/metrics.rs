@@ -43,6 +43,51 @@ pub struct CoreMetrics {
     pub snapshots_hinted: u64,
     /// Times a removed member was told to fetch the state that shows it.
     pub removal_notices: u64,
+    /// Challenges sent to the address an introduction claims, instead of
+    /// adding it (see [`crate::wire::JoinChallenge`]).
+    pub join_challenges: u64,
+    /// Introductions that added no one and answers to them not sent, by
+    /// [`JoinRefusal::index`].
+    pub join_refused: [u64; JoinRefusal::ALL.len()],
+}
+
+/// Why an introduction added no one (or its answer was not sent). In each
+/// case nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JoinRefusal {
+    /// A token this node did not make for that address and incarnation:
+    /// forged, made for another address or incarnation, or by another
+    /// process. Answered with a fresh challenge.
+    TokenInvalid,
+    /// A token this node made, too long ago. Answered with a fresh
+    /// challenge.
+    TokenExpired,
+    /// The answer would be larger than the introduction that asked for
+    /// it, which may come from a spoofed source: not sent.
+    AnswerTooLarge,
+}
+
+impl JoinRefusal {
+    /// Every reason, in [`JoinRefusal::index`] order.
+    pub const ALL: [JoinRefusal; 3] = [
+        JoinRefusal::TokenInvalid,
+        JoinRefusal::TokenExpired,
+        JoinRefusal::AnswerTooLarge,
+    ];
+
+    /// Its place in [`CoreMetrics::join_refused`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A stable name for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            JoinRefusal::TokenInvalid => "token_invalid",
+            JoinRefusal::TokenExpired => "token_expired",
+            JoinRefusal::AnswerTooLarge => "answer_too_large",
+        }
+    }
 }
 
 impl CoreMetrics {

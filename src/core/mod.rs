@@ -16,11 +16,14 @@
 //!    not held: a caller that drains [`Core::poll_transmit`] before it
 //!    writes lets the followers sync while the leader does.
 //!
-//! Randomness (the election timeouts) comes from a seed given to
-//! [`Core::new`], so a simulator can replay any run from one number.
+//! Randomness (the election timeouts, the key of the join tokens) comes
+//! from a seed given to [`Core::new`], so a simulator can replay any run
+//! from one number; a node gives the join tokens a key of their own
+//! ([`Core::set_join_token_key`]).
 
 mod config;
 mod election;
+mod join_token;
 mod log;
 mod membership;
 mod metrics;
@@ -37,13 +40,15 @@ use std::net::SocketAddr;
 use bytes::{Bytes, BytesMut};
 
 pub use config::{ConfigError, CoreConfig, FOUND_LISTEN_HEARTBEATS};
-pub use metrics::CoreMetrics;
+pub use join_token::{JoinToken, JOIN_TOKEN_BUCKET_MS};
+pub use metrics::{CoreMetrics, JoinRefusal};
 pub use types::*;
 
 use crate::wire::{
     self, decode_frame_keyed, with_payload, Change, DecodeLimits, Entry, Frame, FrameHead, Keyring,
     Kind, LogId, Member, Message, NodeId, Snapshot, Write, WriteTag,
 };
+use join_token::JoinTokens;
 use log::Log;
 use rng::Rng;
 pub use state::Map;
@@ -188,6 +193,13 @@ struct Joining {
     unjoined: BTreeSet<SocketAddr>,
     /// A leader address learned from a redirect.
     leader_hint: Option<SocketAddr>,
+    /// The token of the last challenge to this node's address: its
+    /// introductions carry it (as a [`crate::wire::JoinProof`]) until it
+    /// is a member, so that the leader that made it adds this node.
+    token: Option<JoinToken>,
+    /// When this node last answered a challenge at once (see
+    /// `on_join_challenge`).
+    proof_sent_at: Option<Millis>,
     introduce_at: Millis,
     /// Set once this node knows that a cluster it belongs to exists (it was
     /// removed from one, its data directory remembers one, or a member of
@@ -225,6 +237,9 @@ struct ForwardedRead {
 pub struct Core {
     cfg: CoreConfig,
     rng: Rng,
+    /// Makes and checks the tokens a joining node must return before it
+    /// is added.
+    join_tokens: JoinTokens,
     id: Option<NodeId>,
     /// Set once this node has left (or was removed): it never rejoins in
     /// this incarnation.
@@ -272,6 +287,9 @@ pub struct Core {
     leave_sent_at: Millis,
     /// The `now` of the input being handled, for code deep in a handler.
     clock: Millis,
+    /// Bytes of the frame being handled: no answer to an introduction,
+    /// which may come from a spoofed source, is larger.
+    input_bytes: usize,
     fetch_hint_at: Option<Millis>,
 
     transmits: VecDeque<Transmit>,
@@ -443,6 +461,7 @@ impl Core {
         config.validate()?;
         Ok(Core {
             rng: Rng::new(seed),
+            join_tokens: JoinTokens::from_seed(seed),
             id: None,
             left: false,
             term: 0,
@@ -473,6 +492,7 @@ impl Core {
             leaving: false,
             leave_sent_at: 0,
             clock: now,
+            input_bytes: 0,
             fetch_hint_at: None,
             transmits: VecDeque::new(),
             early_transmits: VecDeque::new(),
@@ -510,6 +530,7 @@ impl Core {
         bytes: usize,
     ) {
         self.clock = now;
+        self.input_bytes = bytes;
         self.metrics.frames_in += 1;
         self.metrics.bytes_in += bytes as u64;
         let from = self.addr_of(frame.sender).unwrap_or(from);
@@ -519,6 +540,7 @@ impl Core {
 
     fn handle_bytes(&mut self, now: Millis, from: SocketAddr, bytes: &[u8], stream: bool) {
         self.clock = now;
+        self.input_bytes = bytes.len();
         self.metrics.frames_in += 1;
         self.metrics.bytes_in += bytes.len() as u64;
         let limits = DecodeLimits {
@@ -550,6 +572,15 @@ impl Core {
     pub fn set_keyring(&mut self, keyring: Option<Keyring>) {
         self.cfg.keyring = keyring;
         self.append_cache = None;
+    }
+
+    /// Replaces the key of the tokens a joining node must return before it
+    /// is added (see [`crate::wire::JoinChallenge`]), which is otherwise
+    /// derived from the seed given to [`Core::new`] and so has only its 64
+    /// bits. A node gives 32 random bytes here; a simulator keeps the
+    /// seed's key, to replay runs. Tokens already sent stop being valid.
+    pub fn set_join_token_key(&mut self, key: [u8; 32]) {
+        self.join_tokens = JoinTokens::new(key);
     }
 
     /// Time has reached (or passed) [`Core::poll_timeout`].
@@ -953,7 +984,12 @@ impl Core {
             ..
         } = frame;
         match message {
-            Message::Introduce(m) => return self.on_introduce(now, from, m),
+            Message::Introduce(m) => return self.on_introduce(now, from, m, None),
+            Message::JoinProof(m) => {
+                let (introduce, token) = m.into_parts();
+                return self.on_introduce(now, from, introduce, Some(token));
+            }
+            Message::JoinChallenge(m) => return self.on_join_challenge(now, from, m),
             Message::Redirect(m) => return self.on_redirect(now, from, m),
             Message::Welcome(m) => return self.on_welcome(now, from, sender, term, generation, m),
             _ => {}
@@ -1053,13 +1089,18 @@ impl Core {
         if to == self.cfg.addr {
             return;
         }
+        let encoded = self.encode_message(term, &message);
+        self.queue(to, encoded);
+    }
+
+    /// Encodes `message` as this node sends it in `term` (see [`encode`]).
+    fn encode_message(&mut self, term: u64, message: &Message) -> Option<(Bytes, bool)> {
         let sender = (
             self.id.unwrap_or(NodeId::UNASSIGNED),
             self.member_generation(),
         );
         let kind = message.kind();
-        let encoded = with_payload!(&message, p => encode(&self.cfg, &mut self.scratch, sender, term, kind, p));
-        self.queue(to, encoded);
+        with_payload!(message, p => encode(&self.cfg, &mut self.scratch, sender, term, kind, p))
     }
 
     fn queue(&mut self, to: SocketAddr, encoded: Option<(Bytes, bool)>) {

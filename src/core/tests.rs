@@ -1068,3 +1068,5 @@ fn an_update_after_a_session_write_in_the_tail_still_makes_the_map_exact() {
         assert_eq!(net.core(i).map(), &wanted);
     }
 }
+
+mod join;

@@ -205,6 +205,9 @@ pub(crate) async fn spawn(
             (core, Some(dir))
         }
     };
+    let mut core = core;
+    // The join tokens' key gets its own 256 random bits, not the seed's 64.
+    core.set_join_token_key(rand::random());
     let (inbox_tx, inbox_rx) = mpsc::channel(cfg.command_queue_max);
     let (status_tx, status_rx) = watch::channel(Status::of(&core, None));
     let (data_tx, _) = watch::channel(SharedMap::default());

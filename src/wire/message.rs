@@ -351,6 +351,59 @@ pub struct Introduce {
     pub seeds: Vec<String>,
 }
 
+/// Bytes of a join token (see [`JoinChallenge`]).
+pub const JOIN_TOKEN_BYTES: usize = 16;
+
+/// Leader to the address an [`Introduce`] claims, instead of adding it: the
+/// node at that address must show it received this token before it becomes
+/// a member (it sends a [`JoinProof`]). The token is a keyed hash the
+/// leader can check again without keeping anything per joining node, so a
+/// flood of introductions with made-up addresses costs it no memory. Small
+/// on purpose: a challenge is never larger than the introduction that
+/// caused it, so a spoofed introduction is no amplifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct JoinChallenge {
+    /// Opaque to the joining node, which repeats it.
+    pub token: [u8; JOIN_TOKEN_BYTES],
+}
+
+/// An [`Introduce`] with the token of a [`JoinChallenge`] this node
+/// received at `addr`: proof that it answers at the address it claims.
+/// Every member takes it as an introduction; the leader that gave the
+/// token adds the node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct JoinProof {
+    /// Where the node listens.
+    pub addr: String,
+    /// Which start of that process this is.
+    pub incarnation: u64,
+    /// Every address the node knows of (for the bootstrap rule).
+    #[serde(deserialize_with = "de_vec")]
+    pub seeds: Vec<String>,
+    /// The token of the challenge, as received.
+    pub token: [u8; JOIN_TOKEN_BYTES],
+}
+
+impl JoinProof {
+    /// The introduction this proof carries, and its token.
+    pub fn into_parts(self) -> (Introduce, [u8; JOIN_TOKEN_BYTES]) {
+        let JoinProof {
+            addr,
+            incarnation,
+            seeds,
+            token,
+        } = self;
+        (
+            Introduce {
+                addr,
+                incarnation,
+                seeds,
+            },
+            token,
+        )
+    }
+}
+
 /// Answer to an [`Introduce`] from a node that is not the leader.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Redirect {
@@ -670,11 +723,15 @@ pub enum Kind {
     ClientRequest = 19,
     /// [`ClientResponse`]
     ClientResponse = 20,
+    /// [`JoinChallenge`]
+    JoinChallenge = 21,
+    /// [`JoinProof`]
+    JoinProof = 22,
 }
 
 impl Kind {
     /// Every kind, in number order.
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 22] = [
         Kind::Heartbeat,
         Kind::HeartbeatAck,
         Kind::PreVoteRequest,
@@ -695,6 +752,8 @@ impl Kind {
         Kind::FetchSnapshot,
         Kind::ClientRequest,
         Kind::ClientResponse,
+        Kind::JoinChallenge,
+        Kind::JoinProof,
     ];
 
     /// The kind with this number, if this build knows it.
@@ -725,6 +784,8 @@ impl Kind {
             Kind::FetchSnapshot => "fetch_snapshot",
             Kind::ClientRequest => "client_request",
             Kind::ClientResponse => "client_response",
+            Kind::JoinChallenge => "join_challenge",
+            Kind::JoinProof => "join_proof",
         }
     }
 }
@@ -753,6 +814,8 @@ pub enum Message {
     FetchSnapshot(FetchSnapshot),
     ClientRequest(ClientRequest),
     ClientResponse(ClientResponse),
+    JoinChallenge(JoinChallenge),
+    JoinProof(JoinProof),
 }
 
 /// Runs `$body` with `$p` bound to the payload of any message variant.
@@ -779,6 +842,8 @@ macro_rules! with_payload {
             Message::FetchSnapshot($p) => $body,
             Message::ClientRequest($p) => $body,
             Message::ClientResponse($p) => $body,
+            Message::JoinChallenge($p) => $body,
+            Message::JoinProof($p) => $body,
         }
     };
 }
@@ -808,6 +873,8 @@ impl Message {
             Message::FetchSnapshot(_) => Kind::FetchSnapshot,
             Message::ClientRequest(_) => Kind::ClientRequest,
             Message::ClientResponse(_) => Kind::ClientResponse,
+            Message::JoinChallenge(_) => Kind::JoinChallenge,
+            Message::JoinProof(_) => Kind::JoinProof,
         }
     }
 

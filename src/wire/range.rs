@@ -205,6 +205,8 @@ pub(super) fn check_message(message: &Message) -> Result<(), DecodeError> {
         | Message::Leave(_)
         | Message::TimeoutNow(_)
         | Message::ReadIndexRequest(_)
-        | Message::SnapshotRequest(_) => Ok(()),
+        | Message::SnapshotRequest(_)
+        | Message::JoinChallenge(_)
+        | Message::JoinProof(_) => Ok(()),
     }
 }

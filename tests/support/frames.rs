@@ -16,6 +16,12 @@ pub const GOLDEN_KEY: [u8; 32] = [
     0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f,
 ];
 
+/// The join token of the golden challenge and proof: the bytes `a0` to
+/// `af` (a real one is a keyed hash only its maker can check).
+pub const GOLDEN_TOKEN: [u8; JOIN_TOKEN_BYTES] = [
+    0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf,
+];
+
 /// A keyring of [`GOLDEN_KEY`] alone.
 pub fn golden_keys() -> Keyring {
     Keyring::new(GOLDEN_KEY)
@@ -160,6 +166,34 @@ pub fn golden() -> Vec<(&'static str, Frame, bool)> {
                     addr: "127.0.0.1:7004".into(),
                     incarnation: 1,
                     seeds: vec!["127.0.0.1:7001".into()],
+                }),
+            ),
+            false,
+        ),
+        (
+            "join_challenge",
+            Frame::new(
+                CLUSTER,
+                NodeId(1),
+                7,
+                Message::JoinChallenge(JoinChallenge {
+                    token: GOLDEN_TOKEN,
+                }),
+            )
+            .with_generation(Some(GOLDEN_GENERATION)),
+            false,
+        ),
+        (
+            "join_proof",
+            Frame::new(
+                CLUSTER,
+                NodeId::UNASSIGNED,
+                0,
+                Message::JoinProof(JoinProof {
+                    addr: "127.0.0.1:7004".into(),
+                    incarnation: 1,
+                    seeds: vec!["127.0.0.1:7001".into()],
+                    token: GOLDEN_TOKEN,
                 }),
             ),
             false,
@@ -426,6 +460,22 @@ pub fn message() -> impl Strategy<Value = Message> {
         }),
         (node_id(), any::<u64>())
             .prop_map(|(id, incarnation)| Message::Welcome(Welcome { id, incarnation })),
+        any::<[u8; JOIN_TOKEN_BYTES]>()
+            .prop_map(|token| Message::JoinChallenge(JoinChallenge { token })),
+        (
+            text(),
+            any::<u64>(),
+            prop::collection::vec(text(), 0..4),
+            any::<[u8; JOIN_TOKEN_BYTES]>()
+        )
+            .prop_map(
+                |(addr, incarnation, seeds, token)| Message::JoinProof(JoinProof {
+                    addr,
+                    incarnation,
+                    seeds,
+                    token
+                })
+            ),
         Just(Message::SnapshotRequest(SnapshotRequest)),
         (
             log_id(),
