@@ -28,6 +28,7 @@ mod reads;
 mod replication;
 mod rng;
 mod state;
+mod state_limit;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -35,7 +36,10 @@ use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
 
-pub use config::{ConfigError, CoreConfig, FOUND_LISTEN_HEARTBEATS};
+pub use config::{
+    ConfigError, CoreConfig, FOUND_LISTEN_HEARTBEATS, LOG_TAIL_BYTES_MAX_DEFAULT,
+    STATE_BYTES_MAX_DEFAULT,
+};
 pub use metrics::CoreMetrics;
 pub use types::*;
 
