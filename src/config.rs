@@ -177,6 +177,13 @@ impl Config {
         Ok(())
     }
 
+    /// The most bytes of an encoded snapshot this node accepts from a peer:
+    /// `state_bytes_max`, and one stream frame for the members and
+    /// counters.
+    pub fn snapshot_bytes_max(&self) -> usize {
+        self.core(self.listen, 0).snapshot_bytes_max()
+    }
+
     /// The core's settings for a node bound to `addr`.
     pub(crate) fn core(&self, addr: SocketAddr, incarnation: u64) -> CoreConfig {
         let mut core = CoreConfig::new(addr, self.join.clone(), incarnation);

@@ -215,7 +215,7 @@ fn wrong_cluster_gives_wrong_cluster() {
 
 #[test]
 fn unknown_kind_gives_unknown_kind() {
-    for kind in [0u8, 21, 200, 255] {
+    for kind in [0u8, 22, 200, 255] {
         let mut bytes = encode(&heartbeat());
         bytes[3] = kind;
         assert_eq!(
@@ -252,6 +252,7 @@ fn kinds_keep_their_numbers() {
             (18, "fetch_snapshot"),
             (19, "client_request"),
             (20, "client_response"),
+            (21, "snapshot_chunk"),
         ]
     );
     for kind in Kind::ALL {

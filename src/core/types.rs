@@ -118,9 +118,7 @@ pub enum RequestError {
     },
     /// The write would take the map above `state_bytes_max`; it was
     /// refused before it entered the log, so nothing changed.
-    #[error(
-        "state full: the map would take {bytes} bytes, above state_bytes_max ({limit}); nothing changed"
-    )]
+    #[error("state full: the map would take {bytes} bytes, above state_bytes_max ({limit})")]
     StateFull {
         /// The map's size (as the log will leave it) with the write.
         bytes: usize,

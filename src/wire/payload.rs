@@ -144,5 +144,6 @@ pub fn decode(kind: Kind, payload: &[u8]) -> Result<Message, DecodeError> {
         Kind::FetchSnapshot => Message::FetchSnapshot(body(kind, payload)?),
         Kind::ClientRequest => Message::ClientRequest(body(kind, payload)?),
         Kind::ClientResponse => Message::ClientResponse(body(kind, payload)?),
+        Kind::SnapshotChunk => Message::SnapshotChunk(body(kind, payload)?),
     })
 }
