@@ -266,7 +266,8 @@ pub struct Welcome {
     pub incarnation: u64,
 }
 
-/// A follower asks for the whole state (over TCP).
+/// A follower asks for the whole state (over TCP); the answer is the
+/// encoded [`Snapshot`] in [`SnapshotChunk`]s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct SnapshotRequest;
 

@@ -26,8 +26,8 @@ pub use frame::{
 pub use message::*;
 pub use range::{NODE_ID_MAX, TERM_MAX, VERSION_MAX};
 pub use snapshot_chunks::{
-    decode_snapshot, put_stream_frame_body, snapshot_chunk_bytes, ChunkError, EncodedSnapshot,
-    SnapshotAssembly, SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_CHUNK_OVERHEAD_BYTES_MAX,
+    decode_snapshot, snapshot_chunk_bytes, ChunkError, EncodedSnapshot, SnapshotAssembly,
+    SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_CHUNK_OVERHEAD_BYTES_MAX,
 };
 pub use stream::{
     encode_stream_frame, encode_stream_frame_signed, stream_frame_len, StreamDecoder,

@@ -8,7 +8,7 @@
 //! chunking knows nothing of what a snapshot holds, and a snapshot decoded
 //! from reassembled chunks is checked exactly as one from a single frame.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use super::frame::{encode_payload_signed, payload_len, FrameHead};
 use super::message::{Kind, Message, Snapshot, SnapshotChunk, SnapshotChunkRef};
@@ -262,14 +262,6 @@ impl SnapshotAssembly {
         }
         Ok(Some(std::mem::take(&mut self.buf)))
     }
-}
-
-/// Appends `body` with its stream length prefix to `out` (for writers that
-/// hold frame bodies already encoded).
-pub fn put_stream_frame_body(body: &[u8], out: &mut BytesMut) {
-    out.reserve(super::LENGTH_PREFIX_BYTES + body.len());
-    out.put_u32(body.len() as u32);
-    out.put_slice(body);
 }
 
 #[cfg(test)]
