@@ -31,10 +31,19 @@ pub struct Config {
     pub cluster_id: u32,
     /// Largest UDP datagram sent or accepted.
     pub datagram_bytes_max: usize,
-    /// Largest TCP frame (a whole snapshot) sent or accepted.
+    /// Largest TCP frame sent or accepted (a snapshot larger than one
+    /// travels in chunks of at most 1 MiB).
     pub stream_frame_bytes_max: usize,
     /// Committed changes kept for followers a little behind.
     pub log_tail_entries_max: usize,
+    /// Bytes of the committed changes kept for followers a little behind;
+    /// one behind the oldest kept fetches a snapshot.
+    pub log_tail_bytes_max: usize,
+    /// Largest size of the map (keys and values with their lengths): a
+    /// write that would take it above is refused, changing nothing
+    /// ([`crate::Error::TooLarge`]). The same on every node: a node with a
+    /// lower one cannot take the snapshot of a larger map.
+    pub state_bytes_max: usize,
     /// Uncommitted changes a leader holds before writes get `Busy`.
     pub uncommitted_entries_max: usize,
     /// Writes and reads waiting for an outcome, per node.
@@ -100,6 +109,8 @@ impl Config {
             datagram_bytes_max: core.datagram_bytes_max,
             stream_frame_bytes_max: core.stream_frame_bytes_max,
             log_tail_entries_max: core.log_tail_entries_max,
+            log_tail_bytes_max: core.log_tail_bytes_max,
+            state_bytes_max: core.state_bytes_max,
             uncommitted_entries_max: core.uncommitted_entries_max,
             pending_requests_max: core.pending_requests_max,
             sessions_max: core.sessions_max,
@@ -171,6 +182,13 @@ impl Config {
         Ok(())
     }
 
+    /// The most bytes of an encoded snapshot this node accepts from a peer:
+    /// `state_bytes_max`, and one stream frame for the members and
+    /// counters.
+    pub fn snapshot_bytes_max(&self) -> usize {
+        self.core(self.listen, 0).snapshot_bytes_max()
+    }
+
     /// The core's settings for a node bound to `addr`.
     pub(crate) fn core(&self, addr: SocketAddr, incarnation: u64) -> CoreConfig {
         let mut core = CoreConfig::new(addr, self.join.clone(), incarnation);
@@ -181,6 +199,8 @@ impl Config {
         core.datagram_bytes_max = self.datagram_bytes_max;
         core.stream_frame_bytes_max = self.stream_frame_bytes_max;
         core.log_tail_entries_max = self.log_tail_entries_max;
+        core.log_tail_bytes_max = self.log_tail_bytes_max;
+        core.state_bytes_max = self.state_bytes_max;
         core.uncommitted_entries_max = self.uncommitted_entries_max;
         core.pending_requests_max = self.pending_requests_max;
         core.sessions_max = self.sessions_max;

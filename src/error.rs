@@ -37,7 +37,8 @@ pub enum Error {
     /// A limit was reached. Nothing changed.
     #[error("busy: {0}")]
     Busy(String),
-    /// The change is larger than the limits allow. Nothing changed.
+    /// The change is larger than the limits allow, or would take the map
+    /// above `state_bytes_max`. Nothing changed.
     #[error("too large: {0}")]
     TooLarge(String),
     /// This node is not (or no longer) a cluster member. Nothing changed.
@@ -89,6 +90,7 @@ impl Error {
             RequestError::TooLarge { bytes, limit } => {
                 Error::TooLarge(format!("{bytes} bytes, limit {limit}"))
             }
+            RequestError::StateFull { .. } => Error::TooLarge(error.to_string()),
             RequestError::NoTransferTarget => Error::Invalid("no voter to hand over to".into()),
             RequestError::ChangeInProgress => Error::ChangeInProgress,
             RequestError::SessionExpired => Error::SessionExpired,

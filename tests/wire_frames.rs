@@ -215,7 +215,7 @@ fn wrong_cluster_gives_wrong_cluster() {
 
 #[test]
 fn unknown_kind_gives_unknown_kind() {
-    for kind in [0u8, 23, 200, 255] {
+    for kind in [0u8, 24, 200, 255] {
         let mut bytes = encode(&heartbeat());
         bytes[3] = kind;
         assert_eq!(
@@ -254,6 +254,7 @@ fn kinds_keep_their_numbers() {
             (20, "client_response"),
             (21, "join_challenge"),
             (22, "join_proof"),
+            (23, "snapshot_chunk"),
         ]
     );
     for kind in Kind::ALL {

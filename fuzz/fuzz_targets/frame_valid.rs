@@ -186,6 +186,12 @@ fn message(u: &mut Unstructured, kind: Kind) -> Result<Message> {
             request_id: u.arbitrary()?,
             reply: client_reply(u)?,
         }),
+        Kind::SnapshotChunk => Message::SnapshotChunk(SnapshotChunk {
+            total_bytes: u.arbitrary()?,
+            offset: u.arbitrary()?,
+            digest: u.arbitrary()?,
+            bytes: u.arbitrary()?,
+        }),
         Kind::Snapshot => {
             // The wire requires the map sorted by key without duplicates.
             let mut map = list(u, pair)?;

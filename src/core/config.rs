@@ -9,6 +9,14 @@ use crate::wire::{Keyring, DATAGRAM_BYTES_MAX_DEFAULT, STREAM_FRAME_BYTES_MAX_DE
 /// [`CoreConfig::found_listen_ms`]).
 pub const FOUND_LISTEN_HEARTBEATS: u64 = 10;
 
+/// Default of [`CoreConfig::log_tail_bytes_max`]: 64 MiB, the size of
+/// one largest stream frame by default.
+pub const LOG_TAIL_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
+
+/// Default of [`CoreConfig::state_bytes_max`]: 1 GiB. A node holds the
+/// map, and while it serves a snapshot one encoded copy of it, in memory.
+pub const STATE_BYTES_MAX_DEFAULT: usize = 1024 * 1024 * 1024;
+
 /// Settings of one node's protocol core. Times are milliseconds on the
 /// caller's clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +45,18 @@ pub struct CoreConfig {
     /// Committed changes kept for followers that fall behind; one further
     /// behind fetches a snapshot.
     pub log_tail_entries_max: usize,
+    /// Bytes (encoded) of the committed changes kept for followers that
+    /// fall behind, whatever their count: a few large changes must not
+    /// keep gigabytes in memory. A follower behind the oldest one kept
+    /// fetches a snapshot, as beyond `log_tail_entries_max`.
+    pub log_tail_bytes_max: usize,
+    /// Largest size of the map (each key and value with its length, as a
+    /// snapshot encodes them): a write that would take the map above it is
+    /// refused before it enters the log, and a snapshot fetch accepts no
+    /// more than this plus one stream frame (for the members and counters).
+    /// Give every node the same value: a node with a lower one cannot take
+    /// the snapshot of a larger map.
+    pub state_bytes_max: usize,
     /// Changes a leader holds that are not committed yet; more writes get
     /// `Busy`.
     pub uncommitted_entries_max: usize,
@@ -84,6 +104,8 @@ impl CoreConfig {
             datagram_bytes_max: DATAGRAM_BYTES_MAX_DEFAULT,
             stream_frame_bytes_max: STREAM_FRAME_BYTES_MAX_DEFAULT,
             log_tail_entries_max: 1024,
+            log_tail_bytes_max: LOG_TAIL_BYTES_MAX_DEFAULT,
+            state_bytes_max: STATE_BYTES_MAX_DEFAULT,
             uncommitted_entries_max: 256,
             pending_requests_max: 1024,
             sessions_max: 4096,
@@ -110,6 +132,13 @@ impl CoreConfig {
     pub fn found_listen_ms(&self) -> u64 {
         let leader = self.leader_timeout_ms.saturating_mul(3) / 2;
         leader.saturating_add(self.heartbeat_ms.saturating_mul(FOUND_LISTEN_HEARTBEATS))
+    }
+
+    /// The most bytes of an encoded snapshot a fetch accepts: the map's
+    /// limit, and one stream frame for the rest (members, counters).
+    pub fn snapshot_bytes_max(&self) -> usize {
+        self.state_bytes_max
+            .saturating_add(self.stream_frame_bytes_max)
     }
 
     /// Checks that the settings can work together.
@@ -142,6 +171,17 @@ impl CoreConfig {
         }
         if self.key_bytes_max == 0 || self.value_bytes_max == 0 {
             return fail("key_bytes_max and value_bytes_max must be at least 1");
+        }
+        if self.log_tail_bytes_max == 0 {
+            return fail("log_tail_bytes_max must be at least 1");
+        }
+        // One pair of the longest key and value (with their lengths).
+        let pair_max = self
+            .key_bytes_max
+            .saturating_add(self.value_bytes_max)
+            .saturating_add(20);
+        if self.state_bytes_max < pair_max {
+            return fail("state_bytes_max must hold at least one longest key and value");
         }
         if self.introduce_interval_ms == 0 {
             return fail("introduce_interval_ms must be at least 1");

@@ -17,6 +17,9 @@ use crate::wire::{Change, Entry, LogId};
 pub struct Log {
     base: LogId,
     entries: VecDeque<Stored>,
+    /// Encoded bytes of every entry held, so that bounding the tail in
+    /// bytes costs no walk over it.
+    bytes: usize,
 }
 
 /// One entry, shared (applying it, or sending it to several peers, copies
@@ -87,13 +90,46 @@ impl Log {
 
     /// Appends one entry whose encoded size, `bytes`, is known.
     pub fn push_sized(&mut self, entry: Arc<Entry>, bytes: usize) {
+        self.bytes = self.bytes.saturating_add(bytes);
         self.entries.push_back(Stored { entry, bytes });
     }
 
     /// Drops every entry at `version` and after.
     pub fn truncate_from(&mut self, version: u64) {
-        let keep = version.saturating_sub(self.base.version + 1);
-        self.entries.truncate(keep as usize);
+        let keep = version.saturating_sub(self.base.version + 1) as usize;
+        for dropped in self.entries.iter().skip(keep) {
+            self.bytes -= dropped.bytes;
+        }
+        self.entries.truncate(keep);
+    }
+
+    /// Encoded bytes of every entry held.
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Compacts the committed entries (those up to `commit`) down to at
+    /// most `entries_max` of them and at most `bytes_max` bytes, dropping
+    /// the oldest first. Uncommitted entries are never dropped. When the
+    /// last committed entry alone is larger than `bytes_max`, none is kept:
+    /// a follower that lacks it fetches a snapshot.
+    pub fn compact_committed(&mut self, commit: u64, entries_max: usize, bytes_max: usize) {
+        let committed = commit.saturating_sub(self.base.version) as usize;
+        let committed = committed.min(self.entries.len());
+        let uncommitted_bytes: usize = self.entries.iter().skip(committed).map(|s| s.bytes).sum();
+        let mut kept_bytes = self.bytes - uncommitted_bytes;
+        let mut drop = committed.saturating_sub(entries_max);
+        for dropped in self.entries.iter().take(drop) {
+            kept_bytes -= dropped.bytes;
+        }
+        while drop < committed && kept_bytes > bytes_max {
+            kept_bytes -= self.entries[drop].bytes;
+            drop += 1;
+        }
+        if drop > 0 {
+            self.compact_to(self.base.version + drop as u64);
+        }
     }
 
     /// Drops entries up to and including `version` (which must be held or
@@ -106,13 +142,16 @@ impl Log {
             return;
         };
         let drop = (version - self.base.version) as usize;
-        self.entries.drain(..drop.min(self.entries.len()));
+        for dropped in self.entries.drain(..drop.min(self.entries.len())) {
+            self.bytes -= dropped.bytes;
+        }
         self.base = LogId { term, version };
     }
 
     /// Forgets every entry and starts again after `base` (snapshot install).
     pub fn reset(&mut self, base: LogId) {
         self.entries.clear();
+        self.bytes = 0;
         self.base = base;
     }
 
@@ -180,5 +219,39 @@ mod tests {
         );
         log.truncate_from(1);
         assert_eq!(log.last(), log.base());
+        assert_eq!(log.bytes(), 0);
+    }
+
+    fn set_entry(value_bytes: usize) -> Entry {
+        Entry {
+            term: 1,
+            change: Change::Set {
+                key: "k".into(),
+                value: "v".repeat(value_bytes),
+            },
+        }
+    }
+
+    #[test]
+    fn the_committed_tail_is_bounded_in_bytes_and_keeps_uncommitted_entries() {
+        let mut log = Log::default();
+        for _ in 0..10 {
+            log.push(set_entry(1000));
+        }
+        let entry_bytes = log.bytes() / 10;
+        // Eight committed entries, at most three entries' bytes kept: the
+        // five oldest go, the two uncommitted stay whatever their size.
+        log.compact_committed(8, 1024, 3 * entry_bytes);
+        assert_eq!(log.base().version, 5);
+        assert_eq!(log.sized_from(6).count(), 5);
+        assert_eq!(log.bytes(), 5 * entry_bytes);
+        // The count limit still applies when the bytes allow more.
+        log.compact_committed(8, 1, usize::MAX);
+        assert_eq!(log.base().version, 7);
+        // A committed entry larger than the byte limit is not kept at all.
+        log.compact_committed(9, 1024, entry_bytes - 1);
+        assert_eq!(log.base().version, 9);
+        assert_eq!(log.bytes(), entry_bytes);
+        assert_eq!(log.last().version, 10);
     }
 }

@@ -32,6 +32,7 @@ mod replication;
 mod rng;
 mod sessions;
 mod state;
+mod state_limit;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -39,7 +40,10 @@ use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
 
-pub use config::{ConfigError, CoreConfig, FOUND_LISTEN_HEARTBEATS};
+pub use config::{
+    ConfigError, CoreConfig, FOUND_LISTEN_HEARTBEATS, LOG_TAIL_BYTES_MAX_DEFAULT,
+    STATE_BYTES_MAX_DEFAULT,
+};
 pub use join_token::{JoinToken, JOIN_TOKEN_BUCKET_MS};
 pub use metrics::{CoreMetrics, JoinRefusal};
 pub use types::*;

@@ -314,10 +314,11 @@ impl Core {
                 }
             }
         }
-        let keep = self.cfg.log_tail_entries_max as u64;
-        if self.commit > self.log.base().version + keep {
-            self.log.compact_to(self.commit - keep);
-        }
+        self.log.compact_committed(
+            self.commit,
+            self.cfg.log_tail_entries_max,
+            self.cfg.log_tail_bytes_max,
+        );
         if membership_changed {
             self.recompute_config();
         }
@@ -690,7 +691,7 @@ impl Core {
         if bytes > limit {
             return Err(RequestError::TooLarge { bytes, limit });
         }
-        Ok(())
+        self.check_state_bytes(change)
     }
 
     /// Appends `change` in this leader's term and sends it; returns its

@@ -31,6 +31,22 @@ pub struct State {
     /// Order-independent hash of the map, kept up to date on every change
     /// so nodes can be compared cheaply.
     pub digest: u64,
+    /// Bytes of the map's pairs as a snapshot encodes them (see
+    /// [`pair_bytes`]), kept up to date on every change like the digest:
+    /// what `state_bytes_max` bounds, and what a snapshot of the state
+    /// costs to send, without walking the map.
+    pub map_bytes: usize,
+}
+
+/// Bytes of one key/value pair in an encoded snapshot: each string's
+/// length as a varint, then its bytes. The sum over the map is the map's
+/// share of the snapshot, so the limit on it bounds the snapshot too.
+pub fn pair_bytes(key: &str, value: &str) -> usize {
+    fn varint_len(n: usize) -> usize {
+        let bits = usize::BITS - n.leading_zeros();
+        (bits as usize).div_ceil(7).max(1)
+    }
+    varint_len(key.len()) + key.len() + varint_len(value.len()) + value.len()
 }
 
 /// Hash of one key/value pair (FNV-1a, then a final mix), combined with
@@ -115,13 +131,16 @@ impl State {
     fn set(&mut self, key: &str, value: &str) {
         if let Some(old) = self.map.insert(key.to_owned(), value.to_owned()) {
             self.digest ^= pair_hash(key, &old);
+            self.map_bytes -= pair_bytes(key, &old);
         }
         self.digest ^= pair_hash(key, value);
+        self.map_bytes += pair_bytes(key, value);
     }
 
     fn remove(&mut self, key: &str) {
         if let Some(old) = self.map.remove(key) {
             self.digest ^= pair_hash(key, &old);
+            self.map_bytes -= pair_bytes(key, &old);
         }
     }
 
@@ -199,5 +218,50 @@ mod tests {
         assert_ne!(a.digest, b.digest);
         let c = State::from_snapshot(b.to_snapshot(LogId::default()));
         assert_eq!(c.digest, b.digest);
+    }
+
+    /// The map's bytes as the snapshot encodes them: the snapshot's map
+    /// field is the pairs behind a varint count.
+    fn encoded_map_bytes(state: &State) -> usize {
+        let snapshot = state.to_snapshot(LogId::default());
+        let encoded = postcard::to_allocvec(&snapshot.map).unwrap();
+        let count = postcard::to_allocvec(&(snapshot.map.len() as u64)).unwrap();
+        encoded.len() - count.len()
+    }
+
+    #[test]
+    fn map_bytes_follow_sets_overwrites_and_removes_exactly() {
+        let mut state = State::default();
+        let long = "v".repeat(200);
+        let changes = [
+            Change::Set {
+                key: "a".into(),
+                value: "1".into(),
+            },
+            Change::Set {
+                key: "b".into(),
+                value: long.clone(),
+            },
+            Change::Set {
+                key: "a".into(),
+                value: long,
+            },
+            Change::Remove { key: "b".into() },
+            Change::Remove {
+                key: "absent".into(),
+            },
+            Change::Replace {
+                set: vec![("c".into(), "x".repeat(20_000))],
+                remove: vec!["a".into()],
+            },
+        ];
+        for (version, change) in (1..).zip(&changes) {
+            state.apply(version, change);
+            assert_eq!(state.map_bytes, encoded_map_bytes(&state), "{change:?}");
+        }
+        let copy = State::from_snapshot(state.to_snapshot(LogId::default()));
+        assert_eq!(copy.map_bytes, state.map_bytes);
+        state.apply(9, &Change::Remove { key: "c".into() });
+        assert_eq!(state.map_bytes, 0);
     }
 }

@@ -1069,4 +1069,92 @@ fn an_update_after_a_session_write_in_the_tail_still_makes_the_map_exact() {
     }
 }
 
+// ----- limits on the state's size and the change tail -----
+
+fn set_bytes(key: &str, value_bytes: usize) -> Command {
+    Command::Set {
+        key: key.into(),
+        value: "v".repeat(value_bytes),
+    }
+}
+
+#[test]
+fn a_write_that_would_take_the_map_above_state_bytes_max_is_refused_and_changes_nothing() {
+    let mut net = Net::three_node_cluster();
+    let leader = net.leaders()[0];
+    net.nodes[leader].as_mut().unwrap().cfg.state_bytes_max = 1000;
+    net.command(leader, 1, set_bytes("a", 400));
+    net.run(200);
+    assert!(matches!(net.done.get(&1), Some(Ok(_))), "{:?}", net.done);
+    // Nothing commits while the followers are cut off: the next writes are
+    // checked against the committed map plus the uncommitted ones.
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    net.cut.extend(&followers);
+    net.command(leader, 2, set_bytes("b", 400));
+    assert!(!net.done.contains_key(&2), "accepted, not committed");
+    let last = net.core(leader).last_log_id();
+    net.command(leader, 3, set_bytes("c", 400));
+    match net.done.get(&3) {
+        Some(Err(RequestError::StateFull { bytes, limit: 1000 })) => {
+            assert!(*bytes > 1000, "{bytes}")
+        }
+        other => panic!("expected StateFull, got {other:?}"),
+    }
+    assert_eq!(
+        net.core(leader).last_log_id(),
+        last,
+        "nothing entered the log"
+    );
+    // Overwriting a value with one no larger still passes, even once the
+    // limit is lowered below the map.
+    net.nodes[leader].as_mut().unwrap().cfg.state_bytes_max = 500;
+    net.command(leader, 4, set_bytes("a", 300));
+    assert!(!net.done.contains_key(&4), "accepted");
+    net.command(leader, 5, set_bytes("a", 301));
+    assert!(matches!(
+        net.done.get(&5),
+        Some(Err(RequestError::StateFull { .. }))
+    ));
+    net.cut.clear();
+    net.run(500);
+    assert!(matches!(net.done.get(&2), Some(Ok(_))), "{:?}", net.done);
+    assert!(matches!(net.done.get(&4), Some(Ok(_))), "{:?}", net.done);
+    for i in 0..3 {
+        let map = net.core(i).map();
+        assert_eq!(map.get("a").map(String::len), Some(300), "node {i}");
+        assert_eq!(map.get("b").map(String::len), Some(400), "node {i}");
+        assert!(map.get("c").is_none(), "node {i}");
+    }
+}
+
+#[test]
+fn a_follower_behind_a_tail_bounded_in_bytes_catches_up_by_snapshot() {
+    let mut net = Net::three_node_cluster();
+    let leader = net.leaders()[0];
+    let lagging = (0..3).find(|i| *i != leader).unwrap();
+    // Room for about three of the changes below, whatever their count.
+    net.nodes[leader].as_mut().unwrap().cfg.log_tail_bytes_max = 3500;
+    net.cut.push(lagging);
+    for i in 0..10 {
+        net.command(leader, 10 + i, set_bytes(&format!("k{i}"), 1000));
+        net.run(100);
+    }
+    let core = net.core(leader);
+    assert!(core.commit() >= 10);
+    assert!(
+        core.log_base().version >= core.commit() - 3,
+        "at most three committed changes kept: base {:?}, commit {}",
+        core.log_base(),
+        core.commit()
+    );
+    assert!(core.log_base().version > net.core(lagging).last_log_id().version);
+    let installed = net.core(lagging).metrics().snapshots_installed;
+    net.cut.clear();
+    net.run(2000);
+    let follower = net.core(lagging);
+    assert_eq!(follower.metrics().snapshots_installed, installed + 1);
+    assert_eq!(follower.map(), net.core(leader).map());
+    assert_eq!(follower.map().len(), 10);
+}
+
 mod join;

@@ -124,6 +124,15 @@ pub enum RequestError {
         /// The limit.
         limit: usize,
     },
+    /// The write would take the map above `state_bytes_max`; it was
+    /// refused before it entered the log, so nothing changed.
+    #[error("state full: the map would take {bytes} bytes, above state_bytes_max ({limit})")]
+    StateFull {
+        /// The map's size (as the log will leave it) with the write.
+        bytes: usize,
+        /// The limit, `state_bytes_max`.
+        limit: usize,
+    },
     /// No other voter to hand leadership to; nothing changed.
     #[error("no other voter to hand leadership to")]
     NoTransferTarget,

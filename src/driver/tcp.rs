@@ -18,8 +18,8 @@ use super::stream_io::{
 use super::{DriverCounters, Inbound, Shared};
 use crate::node::Requester;
 use crate::wire::{
-    decode_frame_keyed, ClientResponse, DecodeLimits, Frame, Keyring, Message, NodeId, Snapshot,
-    SnapshotRequest,
+    decode_frame_keyed, decode_snapshot, ClientResponse, DecodeLimits, EncodedSnapshot, Frame,
+    FrameHead, Keyring, Message, NodeId, Snapshot, SnapshotAssembly, SnapshotRequest,
 };
 
 /// Serves one accepted connection until it closes, idles too long, sends
@@ -140,11 +140,13 @@ pub(super) async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Share
                     return;
                 };
                 let keys = shared.keys.get();
-                let Some(bytes) = served.encoded(keys, cfg.stream_frame_bytes_max) else {
+                let Some(frames) = served.encoded(keys, cfg.stream_frame_bytes_max) else {
                     return;
                 };
-                if write_frame_bytes(&mut stream, &bytes).await.is_err() {
-                    return;
+                for frame in frames.iter() {
+                    if write_frame_bytes(&mut stream, frame).await.is_err() {
+                        return;
+                    }
                 }
                 shared
                     .counters
@@ -212,17 +214,25 @@ pub(super) async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Share
 /// payload), so one recorded copy can be replayed at will, and in a keyed
 /// cluster its tag stays valid forever. Without a cache each replay would
 /// make the node clone its whole map and encode it again. The node's task
-/// keeps one of these per committed version, and its frame is encoded once
-/// per version and set of keys: a replay then costs a write of bytes that
-/// already exist, and nothing new is allocated or computed.
+/// keeps one of these per committed version, and its chunk frames are
+/// encoded once per version and set of keys: a replay then costs a write
+/// of bytes that already exist, and nothing new is allocated or computed.
 #[derive(Debug)]
 pub(crate) struct ServedSnapshot {
     /// The committed version it was taken at.
     pub version: u64,
     cluster_id: u32,
     source: crate::core::SnapshotSource,
-    /// The encoded frame body and the keys it was signed with.
-    encoded: std::sync::Mutex<Option<(Option<Arc<Keyring>>, Bytes)>>,
+    /// The encoded chunk frames (bodies, in order) and the keys they were
+    /// signed with.
+    encoded: std::sync::Mutex<Option<ChunkFrames>>,
+}
+
+/// A snapshot's chunk frames, signed with `keys`.
+#[derive(Debug)]
+struct ChunkFrames {
+    keys: Option<Arc<Keyring>>,
+    frames: Arc<[Bytes]>,
 }
 
 impl ServedSnapshot {
@@ -249,33 +259,40 @@ impl ServedSnapshot {
         served
     }
 
-    /// The frame body signed with the keys of now, encoded at most once per
-    /// set of keys (concurrent requests wait for the first encoding).
-    fn encoded(&self, keys: Option<Arc<Keyring>>, frame_bytes_max: usize) -> Option<Bytes> {
+    /// The chunk frame bodies signed with the keys of now, encoded at most
+    /// once per set of keys (concurrent requests wait for the first
+    /// encoding). The snapshot is encoded once and cut into chunks of at
+    /// most [`crate::wire::SNAPSHOT_CHUNK_BYTES_MAX`], each in a frame of
+    /// at most `frame_bytes_max`: its size is bounded by the map's limit,
+    /// not by one frame.
+    fn encoded(&self, keys: Option<Arc<Keyring>>, frame_bytes_max: usize) -> Option<Arc<[Bytes]>> {
         let mut encoded = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((signed_with, bytes)) = &*encoded {
-            let same = match (signed_with, &keys) {
+        if let Some(cached) = &*encoded {
+            let same = match (&cached.keys, &keys) {
                 (None, None) => true,
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 _ => false,
             };
             if same {
-                return Some(bytes.clone());
+                return Some(cached.frames.clone());
             }
         }
-        let frame = Frame::new(
-            self.cluster_id,
-            NodeId::UNASSIGNED,
-            0,
-            Message::Snapshot(self.source.clone().into_snapshot()),
-        );
-        let mut out = bytes::BytesMut::new();
-        frame
-            .encode_signed(&mut out, frame_bytes_max, keys.as_deref())
-            .ok()?;
-        let bytes = out.freeze();
-        *encoded = Some((keys, bytes.clone()));
-        Some(bytes)
+        let snapshot = EncodedSnapshot::new(&self.source.clone().into_snapshot());
+        let head = FrameHead {
+            cluster_id: self.cluster_id,
+            generation: None,
+            sender: NodeId::UNASSIGNED,
+            term: 0,
+        };
+        let frames: Arc<[Bytes]> = snapshot
+            .chunk_frames(&head, frame_bytes_max, keys.as_deref())
+            .ok()?
+            .into();
+        *encoded = Some(ChunkFrames {
+            keys,
+            frames: frames.clone(),
+        });
+        Some(frames)
     }
 }
 
@@ -304,10 +321,20 @@ pub(super) async fn peer_writer(
     }
 }
 
-/// Asks `from` for its snapshot.
+/// The slowest a snapshot may arrive, in bytes per second, before its
+/// fetch is given up: a peer that dribbles a byte at a time cannot hold
+/// the one fetch a node makes at once for long.
+const SNAPSHOT_FETCH_BYTES_PER_S_MIN: u64 = 1024 * 1024;
+
+/// Asks `from` for its snapshot: its chunks, each within `tcp_idle_ms`,
+/// the whole within the request timeout plus a second per MiB, and of at
+/// most [`crate::Config::snapshot_bytes_max`] bytes.
 pub(super) async fn fetch_snapshot(from: SocketAddr, shared: &Shared) -> Result<Snapshot, String> {
     let cfg = &shared.cfg;
-    let exchange = async {
+    let start = tokio::time::Instant::now();
+    let base = Duration::from_millis(cfg.request_timeout_ms.max(cfg.tcp_idle_ms));
+    let idle = Duration::from_millis(cfg.tcp_idle_ms);
+    let connect = async {
         let mut stream = TcpStream::connect(from).await.map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
         let request = Frame::new(
@@ -325,29 +352,52 @@ pub(super) async fn fetch_snapshot(from: SocketAddr, shared: &Shared) -> Result<
         )
         .await
         .map_err(|e| e.to_string())?;
-        let limits = DecodeLimits {
-            cluster_id: Some(cfg.cluster_id),
-            frame_bytes_max: cfg.stream_frame_bytes_max,
-        };
+        Ok::<_, String>(stream)
+    };
+    let mut stream = tokio::time::timeout(base, connect)
+        .await
+        .map_err(|_| "timed out".to_string())??;
+    let limits = DecodeLimits {
+        cluster_id: Some(cfg.cluster_id),
+        frame_bytes_max: cfg.stream_frame_bytes_max,
+    };
+    let mut assembly = SnapshotAssembly::new(cfg.snapshot_bytes_max());
+    let mut deadline = start + base;
+    // Bounded: every chunk but an empty snapshot's adds at least a byte,
+    // and the assembly takes no more than its limit.
+    loop {
         let keys = shared.keys.get();
-        let read = read_frame(&mut stream, &limits, keys.as_deref()).await;
-        match read.map_err(|e| {
+        let wait = idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let read = tokio::time::timeout(wait, read_frame(&mut stream, &limits, keys.as_deref()))
+            .await
+            .map_err(|_| "timed out".to_string())?;
+        let frame = read.map_err(|e| {
             if let ReadError::Decode(error) = &e {
                 shared.counters.count_decode_error(error.reason());
             }
             e.to_string()
-        })? {
-            Frame {
-                message: Message::Snapshot(snapshot),
-                ..
-            } => Ok(snapshot),
-            other => Err(format!("unexpected {}", other.message.kind().name())),
+        })?;
+        let chunk = match frame.message {
+            // A node of an earlier version sends its snapshot whole.
+            Message::Snapshot(snapshot) if assembly.received_bytes() == 0 => return Ok(snapshot),
+            Message::SnapshotChunk(chunk) => chunk,
+            other => return Err(format!("unexpected {}", other.kind().name())),
+        };
+        if assembly.received_bytes() == 0 {
+            let allowed_s = chunk.total_bytes / SNAPSHOT_FETCH_BYTES_PER_S_MIN;
+            deadline = start + base + Duration::from_secs(allowed_s);
         }
-    };
-    let timeout = Duration::from_millis(cfg.request_timeout_ms.max(cfg.tcp_idle_ms));
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| "timed out".to_string())?
+        if let Some(bytes) = assembly.push(&chunk).map_err(|e| e.to_string())? {
+            // Decoding a large map is long work: off the runtime's threads.
+            let decoded = tokio::task::spawn_blocking(move || decode_snapshot(&bytes))
+                .await
+                .map_err(|e| e.to_string())?;
+            return decoded.map_err(|error| {
+                shared.counters.count_decode_error(error.reason());
+                error.to_string()
+            });
+        }
+    }
 }
 
 #[cfg(test)]
@@ -378,10 +428,10 @@ mod tests {
         let keys = Some(Arc::new(Keyring::new([7; 32])));
         let bytes = first.encoded(keys.clone(), 1 << 20).unwrap();
         let replayed = again.encoded(keys, 1 << 20).unwrap();
-        assert_eq!(bytes.as_ptr(), replayed.as_ptr(), "encoded once");
+        assert!(Arc::ptr_eq(&bytes, &replayed), "encoded once");
         // Other keys: signed anew.
         let unkeyed = again.encoded(None, 1 << 20).unwrap();
-        assert_ne!(unkeyed.as_ptr(), bytes.as_ptr());
+        assert!(!Arc::ptr_eq(&unkeyed, &bytes));
         // A new commit: a new snapshot.
         set(&mut core, 2, "b");
         let newer = ServedSnapshot::current(&mut cache, &core, 9);

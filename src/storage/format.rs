@@ -475,6 +475,26 @@ mod tests {
     }
 
     #[test]
+    fn an_image_larger_than_a_stream_frame_is_written_and_recovered() {
+        let value = "v".repeat(1 << 20);
+        let map = (0..72)
+            .map(|i| (format!("k{i:02}"), value.clone()))
+            .collect();
+        let image = DurableImage {
+            snapshot: Snapshot {
+                map,
+                ..Snapshot::default()
+            },
+            ..DurableImage::default()
+        };
+        let bytes = encode_image(&image, header(3));
+        assert!(bytes.len() > crate::wire::STREAM_FRAME_BYTES_MAX_DEFAULT);
+        let recovery = recover(Some(&bytes), None, CLUSTER).expect("recovers");
+        assert_eq!(recovery.image, image);
+        assert_eq!(recovery.generation, 3);
+    }
+
+    #[test]
     fn a_log_replays_to_the_state_it_recorded() {
         let (log, image) = sample_log();
         let recovery = recover(None, Some(&log), CLUSTER).expect("recovers");

@@ -451,7 +451,8 @@ pub struct Welcome {
     pub incarnation: u64,
 }
 
-/// A follower asks for the whole state (over TCP).
+/// A follower asks for the whole state (over TCP); the answer is the
+/// encoded [`Snapshot`] in [`SnapshotChunk`]s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct SnapshotRequest;
 
@@ -651,6 +652,70 @@ pub struct SessionRecord {
     pub replies: Vec<(u64, u64)>,
 }
 
+/// One piece of an encoded [`Snapshot`] (its postcard payload, as a kind
+/// 17 frame would carry it), for a snapshot larger than one stream frame:
+/// the answer to a [`SnapshotRequest`] is then a run of these, in order,
+/// each in a frame of its own (signed like any other). `total_bytes` and
+/// `digest` are the same in every chunk of one snapshot, so a chunk of
+/// another snapshot cannot be taken for one of this one, and the whole is
+/// checked against the digest once it is complete.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    /// Bytes of the whole encoded snapshot.
+    pub total_bytes: u64,
+    /// Where `bytes` starts in it.
+    pub offset: u64,
+    /// BLAKE3 hash of the whole encoded snapshot.
+    pub digest: [u8; 32],
+    /// The bytes `offset..offset + bytes.len()` of it.
+    #[serde(serialize_with = "ser_bytes", deserialize_with = "de_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+/// A [`SnapshotChunk`] whose bytes are borrowed: it encodes to the same
+/// bytes, so that a node serves its encoded snapshot without copying each
+/// chunk out of it first.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SnapshotChunkRef<'a> {
+    /// Bytes of the whole encoded snapshot.
+    pub total_bytes: u64,
+    /// Where `bytes` starts in it.
+    pub offset: u64,
+    /// BLAKE3 hash of the whole encoded snapshot.
+    pub digest: &'a [u8; 32],
+    /// The bytes `offset..offset + bytes.len()` of it.
+    #[serde(serialize_with = "ser_bytes")]
+    pub bytes: &'a [u8],
+}
+
+/// Writes a byte string as postcard writes a `Vec<u8>` (a varint length,
+/// then the bytes), in one piece rather than byte by byte.
+fn ser_bytes<S: serde::Serializer, B: AsRef<[u8]> + ?Sized>(
+    bytes: &B,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_bytes(bytes.as_ref())
+}
+
+/// Reads what [`ser_bytes`] writes, copying the bytes once; their length
+/// is what the frame holds, never more.
+fn de_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+    struct Bytes;
+    impl<'de> serde::de::Visitor<'de> for Bytes {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str("a byte string")
+        }
+        fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(bytes.to_vec())
+        }
+        fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(bytes)
+        }
+    }
+    deserializer.deserialize_byte_buf(Bytes)
+}
+
 /// Deserializes a `Vec` without trusting the declared length for the
 /// initial allocation: postcard reports the length it read as a size hint,
 /// and a few bytes can declare billions of elements. Growing with the
@@ -727,11 +792,13 @@ pub enum Kind {
     JoinChallenge = 21,
     /// [`JoinProof`]
     JoinProof = 22,
+    /// [`SnapshotChunk`]
+    SnapshotChunk = 23,
 }
 
 impl Kind {
     /// Every kind, in number order.
-    pub const ALL: [Kind; 22] = [
+    pub const ALL: [Kind; 23] = [
         Kind::Heartbeat,
         Kind::HeartbeatAck,
         Kind::PreVoteRequest,
@@ -754,6 +821,7 @@ impl Kind {
         Kind::ClientResponse,
         Kind::JoinChallenge,
         Kind::JoinProof,
+        Kind::SnapshotChunk,
     ];
 
     /// The kind with this number, if this build knows it.
@@ -786,6 +854,7 @@ impl Kind {
             Kind::ClientResponse => "client_response",
             Kind::JoinChallenge => "join_challenge",
             Kind::JoinProof => "join_proof",
+            Kind::SnapshotChunk => "snapshot_chunk",
         }
     }
 }
@@ -816,6 +885,7 @@ pub enum Message {
     ClientResponse(ClientResponse),
     JoinChallenge(JoinChallenge),
     JoinProof(JoinProof),
+    SnapshotChunk(SnapshotChunk),
 }
 
 /// Runs `$body` with `$p` bound to the payload of any message variant.
@@ -844,6 +914,7 @@ macro_rules! with_payload {
             Message::ClientResponse($p) => $body,
             Message::JoinChallenge($p) => $body,
             Message::JoinProof($p) => $body,
+            Message::SnapshotChunk($p) => $body,
         }
     };
 }
@@ -875,6 +946,7 @@ impl Message {
             Message::ClientResponse(_) => Kind::ClientResponse,
             Message::JoinChallenge(_) => Kind::JoinChallenge,
             Message::JoinProof(_) => Kind::JoinProof,
+            Message::SnapshotChunk(_) => Kind::SnapshotChunk,
         }
     }
 

@@ -10,6 +10,7 @@ mod frame;
 mod message;
 mod payload;
 mod range;
+mod snapshot_chunks;
 mod stream;
 mod varint;
 
@@ -25,6 +26,10 @@ pub use frame::{
 pub use message::*;
 pub use range::{
     NODE_ID_MAX, SEQ_MAX, SESSIONS_MAX_LIMIT, SESSION_REPLIES_MAX, TERM_MAX, VERSION_MAX,
+};
+pub use snapshot_chunks::{
+    decode_snapshot, snapshot_chunk_bytes, ChunkError, EncodedSnapshot, SnapshotAssembly,
+    SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_CHUNK_OVERHEAD_BYTES_MAX,
 };
 pub use stream::{
     encode_stream_frame, encode_stream_frame_signed, stream_frame_len, StreamDecoder,

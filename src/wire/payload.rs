@@ -146,5 +146,6 @@ pub fn decode(kind: Kind, payload: &[u8]) -> Result<Message, DecodeError> {
         Kind::ClientResponse => Message::ClientResponse(body(kind, payload)?),
         Kind::JoinChallenge => Message::JoinChallenge(body(kind, payload)?),
         Kind::JoinProof => Message::JoinProof(body(kind, payload)?),
+        Kind::SnapshotChunk => Message::SnapshotChunk(body(kind, payload)?),
     })
 }

@@ -13,8 +13,8 @@ use super::{DecodeError, EncodeError};
 
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
-/// Default limit of one stream frame (snapshots of large maps travel as one
-/// frame): 64 MiB.
+/// Default limit of one stream frame (one change of a large map; snapshots
+/// travel in chunks of at most [`super::SNAPSHOT_CHUNK_BYTES_MAX`]): 64 MiB.
 pub const STREAM_FRAME_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
 
 /// Appends `frame` with its length prefix to `out`; returns the bytes

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use simple_raft::core::Transmit;
-use simple_raft::wire::Snapshot;
+use simple_raft::wire::{
+    decode_snapshot, EncodedSnapshot, Snapshot, SnapshotAssembly, SnapshotChunk,
+};
 
 use super::clients::Request;
 use super::cluster::Sim;
@@ -260,7 +262,7 @@ impl Sim {
                 .record(self.now, "no fetch", to, from as u64, String::new);
             return;
         }
-        let snapshot = Box::new(self.core(from).snapshot());
+        let snapshot = Box::new(through_chunks(self.core(from).snapshot()));
         let at = self.net.stream(self.now, from, to);
         let to_incarnation = self.nodes[to].incarnation;
         self.schedule(
@@ -273,4 +275,33 @@ impl Sim {
             },
         );
     }
+}
+
+/// Bytes of each chunk a simulated fetch cuts a snapshot into: small, so
+/// that every snapshot but the emptiest travels in several.
+const SIM_CHUNK_BYTES: usize = 61;
+
+/// `snapshot` as a fetching node gets it: encoded, cut into chunks, put
+/// back together and decoded, as over TCP (the frames around the chunks
+/// are the wire tests' concern).
+fn through_chunks(snapshot: Snapshot) -> Snapshot {
+    let encoded = EncodedSnapshot::new(&snapshot);
+    let mut assembly = SnapshotAssembly::new(encoded.bytes().len());
+    for chunk in encoded.chunks(SIM_CHUNK_BYTES) {
+        let chunk = SnapshotChunk {
+            total_bytes: chunk.total_bytes,
+            offset: chunk.offset,
+            digest: *chunk.digest,
+            bytes: chunk.bytes.to_vec(),
+        };
+        if let Some(whole) = assembly
+            .push(&chunk)
+            .expect("a served snapshot reassembles")
+        {
+            let decoded = decode_snapshot(&whole).expect("a served snapshot decodes");
+            assert_eq!(decoded, snapshot, "chunking changes nothing");
+            return decoded;
+        }
+    }
+    panic!("the chunks of a snapshot end in a whole");
 }

@@ -230,8 +230,29 @@ pub fn golden() -> Vec<(&'static str, Frame, bool)> {
             .with_generation(Some(GOLDEN_GENERATION)),
             true,
         ),
+        (
+            "snapshot_chunk_stream",
+            Frame::new(
+                CLUSTER,
+                NodeId::UNASSIGNED,
+                0,
+                Message::SnapshotChunk(SnapshotChunk {
+                    total_bytes: 10,
+                    offset: 4,
+                    digest: GOLDEN_CHUNK_DIGEST,
+                    bytes: vec![4, 5, 6, 7],
+                }),
+            ),
+            true,
+        ),
     ]
 }
+
+/// BLAKE3 of the bytes 0 to 9: the digest of the golden snapshot chunk.
+pub const GOLDEN_CHUNK_DIGEST: [u8; 32] = [
+    0x87, 0xfc, 0xf0, 0x7c, 0xac, 0x5b, 0xe3, 0xc9, 0x17, 0x35, 0xb3, 0x4e, 0x53, 0x5c, 0x67, 0x28,
+    0x6e, 0x4e, 0x7a, 0x63, 0xbf, 0x15, 0x2d, 0x95, 0xf2, 0xcf, 0x4c, 0xd1, 0xa2, 0x44, 0x75, 0x8b,
+];
 
 fn text() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -507,6 +528,20 @@ pub fn message() -> impl Strategy<Value = Message> {
         (any::<u64>(), client_reply()).prop_map(|(request_id, reply)| {
             Message::ClientResponse(ClientResponse { request_id, reply })
         }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<[u8; 32]>(),
+            prop::collection::vec(any::<u8>(), 0..64)
+        )
+            .prop_map(|(total_bytes, offset, digest, bytes)| {
+                Message::SnapshotChunk(SnapshotChunk {
+                    total_bytes,
+                    offset,
+                    digest,
+                    bytes,
+                })
+            }),
     ]
 }
 
