@@ -12,7 +12,9 @@
 //! SIGTERM; a node's data directory is removed once it has stopped. Every
 //! wait has a deadline.
 
+mod floor;
 mod host;
+mod largemap;
 mod node;
 mod report;
 mod sample;
@@ -24,10 +26,11 @@ use clap::{Args, Subcommand, ValueEnum};
 use simple_raft::{SharedMap, State};
 use tokio::task::JoinSet;
 
+use floor::{Floor, FSYNC_PROBES};
 use host::{poll, Cluster, DataRoot, Launch, Member, Mode, Timing, Writer};
 use report::{
     CatchUpRow, FailoverRow, Idle, IdleNode, LatencyRow, Report, ScaleRow, Section, Storage, Syncs,
-    ThroughputRow,
+    ThroughputRow, READ, WRITE,
 };
 use sample::{Latencies, Machine};
 
@@ -86,6 +89,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N,...", value_delimiter = ',',
           value_parser = clap::value_parser!(u64).range(1..=250))]
     scale_nodes: Vec<u64>,
+    /// Keys (of 100 bytes) of the large-map section's map [default:
+    /// 100000; quick 10000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=2_000_000))]
+    largemap_keys: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +111,7 @@ enum SectionName {
     Idle,
     Catchup,
     Scale,
+    Largemap,
 }
 
 /// What to run, from the flags.
@@ -126,6 +134,11 @@ struct Plan {
     scale_nodes: Vec<usize>,
     scale_idle_window: Duration,
     scale_writes: usize,
+    largemap_keys: usize,
+    /// Updates timed per kind (derived, plain) in the large-map section.
+    largemap_updates: usize,
+    /// Sets timed in the large-map section.
+    largemap_sets: usize,
 }
 
 impl Plan {
@@ -151,6 +164,7 @@ impl Plan {
                 SectionName::Idle,
                 SectionName::Catchup,
                 SectionName::Scale,
+                SectionName::Largemap,
             ]
         } else {
             args.only.clone()
@@ -176,6 +190,9 @@ impl Plan {
             scale_nodes: list(&args.scale_nodes, &[50, 100], &[20]),
             scale_idle_window: Duration::from_secs(if quick { 2 } else { 10 }),
             scale_writes: if quick { 200 } else { 2_000 },
+            largemap_keys: pick(args.largemap_keys, 100_000, 10_000),
+            largemap_updates: if quick { 10 } else { 20 },
+            largemap_sets: if quick { 200 } else { 1_000 },
         }
     }
 
@@ -202,10 +219,10 @@ const FORM_WAIT: Duration = Duration::from_secs(60);
 const FAILOVER_WAIT: Duration = Duration::from_secs(20);
 /// Writes timed with a large map loaded.
 const CATCH_UP_WRITES: usize = 1_000;
+/// Transfers of a catch-up's bytes timed for its floor.
+const TRANSFER_PROBES: usize = 5;
 /// A failing series stops after this many failed writes.
 const ERRORS_MAX: usize = 100;
-/// Appends and fdatasyncs timed in the data directories' file system.
-const FSYNC_PROBES: usize = 200;
 
 pub fn run(args: BenchArgs) -> Outcome {
     if let Some(BenchCommand::Node(node_args)) = args.command {
@@ -275,18 +292,22 @@ fn progress(line: &str) {
 
 async fn bench(plan: &Plan, command: String) -> Report {
     let started = Instant::now();
-    let storage = plan.data.as_ref().map(|root| {
-        let filesystem = sample::filesystem_of(root.path());
+    if let Some(root) = &plan.data {
         progress(&format!(
             "data directories in the system's temporary directory ({}); \
              timing {FSYNC_PROBES} appends with an fdatasync there",
-            filesystem.as_deref().unwrap_or("unknown file system")
+            sample::filesystem_of(root.path())
+                .as_deref()
+                .unwrap_or("unknown file system")
         ));
-        let fsync = sample::fsync_probe(root.path(), FSYNC_PROBES).unwrap_or_else(|error| {
-            progress(&error);
-            Latencies::default()
-        });
-        Storage { filesystem, fsync }
+    }
+    let floor = measure_floor(plan, "start").await;
+    let storage = plan.data.as_ref().map(|root| Storage {
+        filesystem: sample::filesystem_of(root.path()),
+        fsync: floor
+            .as_ref()
+            .and_then(|floor| floor.fsync.clone())
+            .unwrap_or_default(),
     });
     let mut report = Report {
         date: sample::today_utc(),
@@ -301,6 +322,9 @@ async fn bench(plan: &Plan, command: String) -> Report {
         idle: None,
         catch_up: None,
         scale: None,
+        large_map: None,
+        floor,
+        floor_end: None,
     };
     fn section<T>(name: &str, result: Result<T, String>) -> Section<T> {
         if let Err(error) = &result {
@@ -326,8 +350,44 @@ async fn bench(plan: &Plan, command: String) -> Report {
     if plan.runs(SectionName::Scale) {
         report.scale = section("scale", scale(plan).await);
     }
+    if plan.runs(SectionName::Largemap) {
+        report.large_map = section("largemap", largemap::run(plan).await);
+    }
+    report.floor_end = measure_floor(plan, "end").await;
     progress(&format!("done in {:.1} s", started.elapsed().as_secs_f64()));
     report
+}
+
+/// The floor probes (UDP and TCP round trips on loopback, and an fsync in
+/// the data directories' parent with `--durable`), off the runtime's
+/// threads: they block. None if a probe failed (the run goes on, without
+/// ratios).
+async fn measure_floor(plan: &Plan, when: &str) -> Option<Floor> {
+    progress(&format!(
+        "floor ({when} of the run): {} UDP and {} TCP round trips on loopback{}",
+        floor::ROUND_TRIPS,
+        floor::ROUND_TRIPS,
+        if plan.data.is_some() {
+            format!(", {FSYNC_PROBES} fdatasyncs")
+        } else {
+            String::new()
+        }
+    ));
+    let dir = plan.data.as_ref().map(|root| root.path().to_owned());
+    let in_process = plan.mode == Mode::InProcess;
+    let measured =
+        tokio::task::spawn_blocking(move || Floor::measure(dir.as_deref(), in_process)).await;
+    match measured {
+        Ok(Ok(floor)) => Some(floor),
+        Ok(Err(error)) => {
+            progress(&format!("floor not measured: {error}"));
+            None
+        }
+        Err(error) => {
+            progress(&format!("floor not measured: {error}"));
+            None
+        }
+    }
 }
 
 fn key(prefix: &str, i: usize) -> String {
@@ -359,6 +419,31 @@ async fn sequential(writer: &Writer, prefix: &str, n: usize) -> Result<Latencies
     Ok(Latencies::new(latencies))
 }
 
+/// `n` sequential linearizable reads of one key through `writer`.
+async fn sequential_reads(writer: &Writer, n: usize) -> Result<Latencies, String> {
+    let mut latencies = Vec::with_capacity(n);
+    let mut errors = 0;
+    for i in 0..n {
+        let start = Instant::now();
+        match writer
+            .read_linearizable(key("latency", i), WRITE_TIMEOUT)
+            .await
+        {
+            Ok(()) => latencies.push(start.elapsed()),
+            Err(error) => {
+                errors += 1;
+                if errors >= ERRORS_MAX {
+                    return Err(format!("{errors} reads failed, the last: {error}"));
+                }
+            }
+        }
+    }
+    if errors > 0 {
+        progress(&format!("{errors} of {n} reads failed and were left out"));
+    }
+    Ok(Latencies::new(latencies))
+}
+
 async fn latency(plan: &Plan) -> Result<Vec<LatencyRow>, String> {
     let mut rows = Vec::new();
     for &n in &plan.latency_nodes {
@@ -380,9 +465,20 @@ async fn latency(plan: &Plan) -> Result<Vec<LatencyRow>, String> {
             rows.push(LatencyRow {
                 nodes: n,
                 via,
+                op: WRITE,
                 latencies,
             });
         }
+        // A linearizable read costs the leader one round of heartbeats to
+        // confirm it still leads: the floor of a read, not of a write.
+        let writer = cluster.members[agreed.leader].writer();
+        let reads = sequential_reads(&writer, plan.writes).await?;
+        rows.push(LatencyRow {
+            nodes: n,
+            via: "leader",
+            op: READ,
+            latencies: reads,
+        });
     }
     Ok(rows)
 }
@@ -811,6 +907,14 @@ async fn catch_up(plan: &Plan) -> Result<Vec<CatchUpRow>, String> {
         let leader = &cluster.members[agreed.leader];
         let writes = sequential(&leader.writer(), "loaded", CATCH_UP_WRITES).await?;
         let leader_rss_kb = leader.pid().and_then(|pid| sample::status_kb(pid, "VmRSS"));
+        // The floor of the catch-up: its bytes over loopback TCP, alone.
+        let transfer =
+            tokio::task::spawn_blocking(move || floor::tcp_bulk_transfers(bytes, TRANSFER_PROBES))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|probed| probed)
+                .map_err(|error| progress(&format!("catch-up floor not measured: {error}")))
+                .ok();
         rows.push(CatchUpRow {
             keys,
             bytes,
@@ -820,6 +924,7 @@ async fn catch_up(plan: &Plan) -> Result<Vec<CatchUpRow>, String> {
             verified,
             writes,
             leader_rss_kb,
+            transfer,
         });
     }
     Ok(rows)

@@ -261,6 +261,34 @@ impl Writer {
                 .map_err(|e| e.to_string()),
         }
     }
+
+    /// A linearizable read of `key` (in process, of the whole map: the
+    /// node hands it out shared, not copied).
+    pub async fn read_linearizable(&self, key: String, timeout: Duration) -> Result<(), String> {
+        match self {
+            Writer::Node(node) => {
+                match tokio::time::timeout(timeout, node.read_linearizable()).await {
+                    Ok(result) => result.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(_) => Err("timed out".to_string()),
+                }
+            }
+            Writer::Client(client) => {
+                let reply = client
+                    .clone()
+                    .with_timeout(timeout)
+                    .request(ClientOp::Get {
+                        key: Some(key),
+                        linearizable: true,
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match reply {
+                    ClientReply::Value { .. } => Ok(()),
+                    other => Err(format!("unexpected answer {other:?}")),
+                }
+            }
+        }
+    }
 }
 
 /// A node in this process, on its own thread and runtime: its driver and
@@ -638,6 +666,14 @@ impl Member {
                 None => Writer::Client(Client::new(self.addr, 0)),
             },
             Host::Child(_) => Writer::Client(Client::new(self.addr, 0)),
+        }
+    }
+
+    /// A shared handle of an in-process node, for tasks of its own.
+    pub fn node_handle(&self) -> Option<Arc<Node>> {
+        match &self.host {
+            Host::Thread(host) => host.node.clone(),
+            Host::Child(_) => None,
         }
     }
 
