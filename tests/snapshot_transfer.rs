@@ -160,6 +160,15 @@ async fn a_write_beyond_state_bytes_max_fails_and_changes_nothing() {
             .await
             .unwrap();
     }
+    // The command line's way in: a client, whose session its first write
+    // opens.
+    let client = Client::new(node.addr(), 0).with_keyring(Keyring::new([5; 32]));
+    client
+        .write(ClientOp::Remove {
+            key: "absent".into(),
+        })
+        .await
+        .unwrap();
     let before = node.data().await.unwrap();
     let version = node.status().version;
     let error = node
@@ -169,10 +178,9 @@ async fn a_write_beyond_state_bytes_max_fails_and_changes_nothing() {
     let message = error.to_string();
     assert!(matches!(error, Error::TooLarge(_)), "{error:?}");
     assert!(message.contains("state_bytes_max"), "{message}");
-    // The same through a client (the command line's way in).
-    let client = Client::new(node.addr(), 0).with_keyring(Keyring::new([5; 32]));
+    // The same through the client.
     let reply = client
-        .request(ClientOp::Set {
+        .write_reply(ClientOp::Set {
             key: "k3".into(),
             value: "x".repeat(30 * 1024),
         })

@@ -103,7 +103,7 @@ impl CoreConfig {
             election_timeout_ms: 500,
             datagram_bytes_max: DATAGRAM_BYTES_MAX_DEFAULT,
             stream_frame_bytes_max: STREAM_FRAME_BYTES_MAX_DEFAULT,
-            log_tail_entries_max: 1024,
+            log_tail_entries_max: 16_384,
             log_tail_bytes_max: LOG_TAIL_BYTES_MAX_DEFAULT,
             state_bytes_max: STATE_BYTES_MAX_DEFAULT,
             uncommitted_entries_max: 256,

@@ -10,20 +10,22 @@ use std::collections::BTreeMap;
 
 use super::state::pair_bytes;
 use super::{Core, RequestError};
-use crate::wire::Change;
+use crate::wire::{Change, WriteRef};
 
 /// What `change` does to the map, in the order it applies: each key with
 /// its new value, or `None` where the key is removed.
+/// A session write counts as if it applies (a resend may apply as
+/// nothing, which only leaves the map smaller than counted).
 fn map_effects(change: &Change) -> Vec<(&str, Option<&str>)> {
-    match change {
-        Change::Set { key, value } => vec![(key.as_str(), Some(value.as_str()))],
-        Change::Remove { key } => vec![(key.as_str(), None)],
-        Change::Replace { set, remove } => remove
+    match change.write() {
+        Some(WriteRef::Set { key, value }) => vec![(key, Some(value))],
+        Some(WriteRef::Remove { key }) => vec![(key, None)],
+        Some(WriteRef::Replace { set, remove }) => remove
             .iter()
             .map(|key| (key.as_str(), None))
             .chain(set.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))))
             .collect(),
-        _ => Vec::new(),
+        None => Vec::new(),
     }
 }
 
@@ -31,12 +33,12 @@ fn map_effects(change: &Change) -> Vec<(&str, Option<&str>)> {
 /// every key were new. Cheap, and enough to pass a write far from the
 /// limit without looking anything up.
 fn growth_bytes_max(change: &Change) -> usize {
-    match change {
-        Change::Set { key, value } => pair_bytes(key, value),
-        Change::Replace { set, .. } => set
+    match change.write() {
+        Some(WriteRef::Set { key, value }) => pair_bytes(key, value),
+        Some(WriteRef::Replace { set, .. }) => set
             .iter()
             .fold(0usize, |sum, (k, v)| sum.saturating_add(pair_bytes(k, v))),
-        _ => 0,
+        Some(WriteRef::Remove { .. }) | None => 0,
     }
 }
 
