@@ -648,3 +648,65 @@ fn a_founder_with_a_wiped_data_directory_rejoins_as_a_new_member() {
     });
     assert!(promoted, "{:?}", sim.core(leader).members());
 }
+
+/// Two clients write one key while the leader is cut off: client A's
+/// write reaches the followers but none of their acknowledgements reaches
+/// the leader, which is then cut off entirely. A new leader commits A's
+/// write; the old one steps down and tells A the outcome is unknown, and A
+/// sends it again (what the library's clients do) while client B keeps
+/// writing and reading. Every copy applies at most once, and the whole
+/// history (checked when the simulation ends) is linearizable. (The seeded
+/// runs are what show the resend applying twice without sessions:
+/// `SIM_SESSIONS=0`, `tests/sim/FINDINGS.md`, 10.)
+#[test]
+fn a_write_resent_after_its_leader_was_cut_off_never_comes_back() {
+    let mut uncertain = 0;
+    for seed in 40..80 {
+        let mut sim = quiet(3, lan(), seed);
+        sim.clients.follow_redirects = true;
+        sim.clients.sessions_on = true;
+        sim.clients.retry_writes = sim::clients::RetryWrites::Same;
+        let leader = grow(&mut sim, 3);
+        let (a, b) = match others(3, &[leader])[..] {
+            [a, b] => (a, b),
+            _ => unreachable!("three slots"),
+        };
+        let mut rng = Rng::new(seed);
+        // Each client's first write opens its session (and is not made).
+        for round in 0..2 {
+            for at in [a, b] {
+                sim.command(at, set("warm", &format!("{round}")));
+            }
+            run_for(&mut sim, 300);
+        }
+        let mut cut = Vec::new();
+        for i in 0..60u64 {
+            if i == 10 {
+                sim.command(a, set("k", "a"));
+                run_for(&mut sim, rng.range(1, 4));
+                let acks: Vec<_> = [a, b].iter().map(|&f| (f, leader)).collect();
+                sim.net.cut_links(&acks);
+                cut.extend(acks);
+            }
+            if i == 12 {
+                cut.extend(isolate(&mut sim, &[leader]));
+            }
+            if i == 45 {
+                sim.net.heal_links(&cut);
+            }
+            sim.command(b, set("k", &format!("b{i}")));
+            sim.command(b, Op::Read);
+            run_for(&mut sim, rng.range(20, 80));
+        }
+        let settled = settle(&mut sim, 20_000);
+        let last = sim.command(settled, Op::Read).expect("the leader runs");
+        answer(&mut sim, last, 5_000).expect("a linearizable read once settled");
+        uncertain += sim.clients.outcomes.get("uncertain").copied().unwrap_or(0);
+        let maps: BTreeSet<_> = (0..3).map(|i| sim.core(i).map().clone()).collect();
+        assert_eq!(maps.len(), 1, "seed {seed}: one map once settled");
+    }
+    assert!(
+        uncertain > 0,
+        "no write had an unknown outcome: the scenario missed its point"
+    );
+}

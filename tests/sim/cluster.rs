@@ -44,11 +44,40 @@ pub struct Sim {
     pub departures: Vec<usize>,
     /// What to print with a failure (the seed and how to replay it).
     pub context: String,
+    /// Check the client history for linearizability when the simulation
+    /// ends (scripted scenarios; a seed run checks it itself).
+    pub check_history_at_end: bool,
     /// Everything in flight, by delivery time (then sending order).
     pub(super) queue: BTreeMap<(Millis, u64), Action>,
     pub(super) seq: u64,
     rng: Rng,
     full_check_every: u64,
+}
+
+impl Drop for Sim {
+    /// A scripted scenario's history is checked however the test ends
+    /// (unless it is failing already): every write and linearizable read
+    /// it made must be linearizable.
+    fn drop(&mut self) {
+        if !self.check_history_at_end || std::thread::panicking() {
+            return;
+        }
+        match self.clients.history.check_with(Default::default()) {
+            Ok(report) => {
+                if !report.exceeded.is_empty() {
+                    panic!(
+                        "{}: the history check stopped at its bound: {:?}",
+                        self.context, report.exceeded
+                    );
+                }
+                eprintln!(
+                    "{}: {} client operations checked linearizable",
+                    self.context, report.checked
+                );
+            }
+            Err(violation) => panic!("{}: the client history: {violation}", self.context),
+        }
+    }
 }
 
 impl Sim {
@@ -72,6 +101,7 @@ impl Sim {
             seq: 0,
             rng,
             full_check_every: 997,
+            check_history_at_end: false,
         }
     }
 

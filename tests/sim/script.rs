@@ -16,6 +16,7 @@ pub fn quiet(slots: usize, params: Params, seed: u64) -> Sim {
     let mut sim = Sim::new(params, Faults::none(), seed, false);
     sim.context = format!("scenario (seed {seed})");
     sim.net.log = Some(Vec::new());
+    sim.check_history_at_end = true;
     for _ in 0..slots {
         sim.add_node();
     }
