@@ -21,6 +21,7 @@
 //! from one number; a node gives the join tokens a key of their own
 //! ([`Core::set_join_token_key`]).
 
+mod apply_slices;
 mod config;
 mod election;
 mod join_token;
@@ -41,8 +42,8 @@ use std::net::SocketAddr;
 use bytes::{Bytes, BytesMut};
 
 pub use config::{
-    ConfigError, CoreConfig, FOUND_LISTEN_HEARTBEATS, LOG_TAIL_BYTES_MAX_DEFAULT,
-    STATE_BYTES_MAX_DEFAULT,
+    ConfigError, CoreConfig, APPLY_SLICE_PAIRS_MAX_DEFAULT, FOUND_LISTEN_HEARTBEATS,
+    LOG_TAIL_BYTES_MAX_DEFAULT, STATE_BYTES_MAX_DEFAULT,
 };
 pub use join_token::{JoinToken, JOIN_TOKEN_BUCKET_MS};
 pub use metrics::{CoreMetrics, JoinRefusal};
@@ -275,8 +276,14 @@ pub struct Core {
     reported_role: Role,
 
     log: Log,
+    /// The applied version: `state` is the state after it.
     commit: u64,
+    /// The highest version known committed: above `commit` only while a
+    /// large change is applied a slice at a time (`staged_apply`).
+    commit_known: u64,
     state: State,
+    /// The large committed change being applied (see `apply_slices.rs`).
+    staged_apply: Option<apply_slices::StagedApply>,
     /// Members with uncommitted membership changes applied: the
     /// configuration quorums are counted in (Raft §6).
     config: BTreeMap<NodeId, Member>,
@@ -445,6 +452,7 @@ impl Core {
         // snapshot only once the log was compacted.
         core.state.generation = identity.generation;
         core.commit = last.version;
+        core.commit_known = last.version;
         core.log.reset(last);
         for entry in image.entries {
             core.log.push(entry);
@@ -484,7 +492,9 @@ impl Core {
             reported_role: Role::Follower,
             log: Log::default(),
             commit: 0,
+            commit_known: 0,
             state: State::default(),
+            staged_apply: None,
             config: BTreeMap::new(),
             joining: None,
             forwarded_reads: BTreeMap::new(),
@@ -590,6 +600,7 @@ impl Core {
     /// Time has reached (or passed) [`Core::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Millis) {
         self.clock = now;
+        self.advance_staged_apply(now);
         if let Some(until) = self.voter_until {
             if now >= until {
                 self.voter_until = None;
@@ -777,6 +788,10 @@ impl Core {
         }
         if let Some(until) = self.voter_until {
             at(until);
+        }
+        if self.staged_apply.is_some() {
+            // The next slice of a large change: due at once.
+            at(self.clock);
         }
         match &self.role {
             RoleState::Leader(leader) => {
@@ -1167,6 +1182,7 @@ impl Core {
     fn log_truncate_from(&mut self, version: u64) {
         self.persist(Record::Truncate { from: version });
         self.log.truncate_from(version);
+        self.drop_staged_apply_from(version);
     }
 
     /// The member id changed, or this node left: a restart must know.

@@ -275,16 +275,27 @@ impl Core {
     }
 
     /// Applies committed changes up to `version`, then completes what
-    /// waited for them.
+    /// waited for them. A large change is applied a slice at a time (see
+    /// `apply_slices.rs`): the committed state, and `commit`, stay before
+    /// it until it is whole, and what committed after it waits.
     pub(super) fn apply_to(&mut self, now: Millis, version: u64) {
+        self.commit_known = self.commit_known.max(version);
+        self.apply_committed(now);
+    }
+
+    /// Applies what is known committed, up to the first large change.
+    pub(super) fn apply_committed(&mut self, now: Millis) {
         let mut membership_changed = false;
-        while self.commit < version {
+        while self.commit < self.commit_known && self.staged_apply.is_none() {
             let next = self.commit + 1;
             // Shared with the log: applying copies only what the state
             // keeps.
             let Some(entry) = self.log.shared(next).cloned() else {
                 break;
             };
+            if self.stage_apply(next, &entry) {
+                break;
+            }
             let removed = match &entry.change {
                 Change::RemoveMember(id) | Change::ReplaceMember { old: id, .. } => {
                     self.state.members.get(id).cloned()
@@ -292,27 +303,7 @@ impl Core {
                 _ => None,
             };
             let outcome = self.state.apply(next, &entry.change);
-            self.commit = next;
-            self.metrics.applied += 1;
-            membership_changed |= entry.change.is_membership();
-            self.after_apply(now, next, &entry.change, removed);
-            self.events.push_back(Event::Applied {
-                version: next,
-                term: entry.term,
-                change: SharedChange::new(entry),
-            });
-            // Answered after the change is reported applied: a caller that
-            // hears the answer has the state it reports.
-            if let RoleState::Leader(leader) = &mut self.role {
-                if let Some(request) = leader.writes.remove(&next) {
-                    let result = match outcome {
-                        SessionOutcome::Fresh => Ok(next),
-                        SessionOutcome::Duplicate { version } => Ok(version),
-                        SessionOutcome::Expired => Err(RequestError::SessionExpired),
-                    };
-                    self.done(request, result);
-                }
-            }
+            membership_changed |= self.applied(now, next, entry, outcome, removed);
         }
         self.log.compact_committed(
             self.commit,
@@ -324,6 +315,41 @@ impl Core {
         }
         self.advance_reads(now);
         self.complete_forwarded_reads();
+    }
+
+    /// The change at `version` is in the state: the commit moves to it,
+    /// it is reported, and its write answered. True for a membership
+    /// change (the configuration is then recomputed).
+    pub(super) fn applied(
+        &mut self,
+        now: Millis,
+        version: u64,
+        entry: std::sync::Arc<Entry>,
+        outcome: SessionOutcome,
+        removed: Option<crate::wire::Member>,
+    ) -> bool {
+        self.commit = version;
+        self.metrics.applied += 1;
+        self.after_apply(now, version, &entry.change, removed);
+        let membership = entry.change.is_membership();
+        self.events.push_back(Event::Applied {
+            version,
+            term: entry.term,
+            change: SharedChange::new(entry),
+        });
+        // Answered after the change is reported applied: a caller that
+        // hears the answer has the state it reports.
+        if let RoleState::Leader(leader) = &mut self.role {
+            if let Some(request) = leader.writes.remove(&version) {
+                let result = match outcome {
+                    SessionOutcome::Fresh => Ok(version),
+                    SessionOutcome::Duplicate { version } => Ok(version),
+                    SessionOutcome::Expired => Err(RequestError::SessionExpired),
+                };
+                self.done(request, result);
+            }
+        }
+        membership
     }
 
     /// Follows `leader` in the current term, and returns its address. The
@@ -538,6 +564,9 @@ impl Core {
         }
         self.state = state;
         self.commit = last.version;
+        // What was being applied is in the snapshot's state.
+        self.staged_apply = None;
+        self.commit_known = self.commit_known.max(self.commit);
         // Log records on disk may now contradict the state: replace all.
         self.image_pending = self.cfg.durable;
         self.fetch_hint_at = None;
