@@ -340,6 +340,43 @@ impl PreparedSnapshot {
     }
 }
 
+/// An update's difference from the committed map at one version,
+/// computed without the core: for a map that shares no structure with the
+/// node's (a plain collection), comparing walks the whole map, which is
+/// long work for a large one. Given to [`Core::handle_prepared_update`],
+/// which compares again only the keys the log changed since.
+#[derive(Debug, Clone)]
+pub struct PreparedUpdate {
+    base: u64,
+    target: Map,
+    set: Vec<(String, String)>,
+    remove: Vec<String>,
+}
+
+impl PreparedUpdate {
+    /// The difference between `base_map`, the committed map at version
+    /// `base` (from [`Core::map`] and [`Core::commit`]), and `target`.
+    pub fn new(base: u64, base_map: &Map, target: Map) -> PreparedUpdate {
+        let mut set = Vec::new();
+        let mut remove = Vec::new();
+        for item in base_map.diff(&target) {
+            match item {
+                imbl::ordmap::DiffItem::Add(k, v) => set.push((k.clone(), v.clone())),
+                imbl::ordmap::DiffItem::Update { new: (k, v), .. } => {
+                    set.push((k.clone(), v.clone()))
+                }
+                imbl::ordmap::DiffItem::Remove(k, _) => remove.push(k.clone()),
+            }
+        }
+        PreparedUpdate {
+            base,
+            target,
+            set,
+            remove,
+        }
+    }
+}
+
 /// The committed state at `last`, shared with the core: becomes a
 /// [`Snapshot`] with [`SnapshotSource::into_snapshot`].
 #[derive(Debug, Clone)]
@@ -676,6 +713,35 @@ impl Core {
             _ => self.propose_write(now, request, Change::SessionWrite { tag, write }),
         }
         self.after_input(now);
+    }
+
+    /// [`Command::Update`] of `prepared.target`, in a session when `tag`
+    /// is given (as [`Core::handle_session_write`]), with its difference
+    /// computed by [`PreparedUpdate::new`] wherever the caller likes: for
+    /// a large map, not where the node's inputs wait. Gives the target map
+    /// back: dropping a large one that shares nothing with the node's is
+    /// long work too, for the caller to do elsewhere.
+    pub fn handle_prepared_update(
+        &mut self,
+        now: Millis,
+        request: RequestId,
+        prepared: PreparedUpdate,
+        tag: Option<WriteTag>,
+    ) -> Map {
+        self.clock = now;
+        let (set, remove, target) = self.diff_prepared(prepared);
+        match tag {
+            None => self.propose_write(now, request, Change::Replace { set, remove }),
+            Some(tag) => {
+                let write = Write::Replace { set, remove };
+                match (&self.role, self.state.sessions.reply(&tag)) {
+                    (RoleState::Leader(_), Some(version)) => self.done(request, Ok(version)),
+                    _ => self.propose_write(now, request, Change::SessionWrite { tag, write }),
+                }
+            }
+        }
+        self.after_input(now);
+        target
     }
 
     /// A snapshot fetched after [`Event::FetchSnapshot`]. Older than the
