@@ -376,6 +376,44 @@ async fn a_fourth_node_joins_through_a_follower_and_catches_up_a_10_mb_map() {
     shutdown_all(nodes).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the leader still encodes a large append on its task: a loaded machine can start an election"]
+async fn a_100_000_key_update_leaves_heartbeats_flowing_so_no_election_starts() {
+    const KEYS: usize = 100_000;
+    let _turn = LARGE.lock().await;
+    let make = |join| {
+        let mut config = config(join);
+        config.request_timeout_ms = 30_000;
+        config
+    };
+    let nodes = cluster_one_by_one(3, make).await;
+    let leader = agreed_leader(&nodes, 1, WAIT).await;
+    let term = nodes[leader].status().term;
+    let (map, _) = big_map(KEYS);
+    let version = nodes[leader].update(map.clone()).await.unwrap();
+    for node in &nodes {
+        node.wait_for(Duration::from_secs(30), |s| s.version >= version)
+            .await
+            .expect("every node applies the update");
+        assert_eq!(node.data().await.unwrap(), SharedMap::from(&map));
+    }
+    // A set after it commits in the same term too.
+    let after = nodes[leader].set("after", "update").await.unwrap();
+    for node in &nodes {
+        node.wait_for(WAIT, |s| s.version >= after).await.unwrap();
+        let status = node.status();
+        assert_eq!(
+            status.term,
+            term,
+            "{}: an election started during the update",
+            node.addr()
+        );
+        let busy_us = node.metrics().await.unwrap().loop_busy_us_max;
+        eprintln!("{}: longest loop turn {busy_us} µs", node.addr());
+    }
+    shutdown_all(nodes).await;
+}
+
 /// Bytes all `nodes` have handed to the network so far.
 async fn bytes_out(nodes: &[Node]) -> u64 {
     let mut total = 0;

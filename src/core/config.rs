@@ -17,6 +17,10 @@ pub const LOG_TAIL_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
 /// map, and while it serves a snapshot one encoded copy of it, in memory.
 pub const STATE_BYTES_MAX_DEFAULT: usize = 1024 * 1024 * 1024;
 
+/// Default of [`CoreConfig::apply_slice_pairs_max`]: a few milliseconds
+/// of map inserts in an optimised build.
+pub const APPLY_SLICE_PAIRS_MAX_DEFAULT: usize = 2048;
+
 /// Settings of one node's protocol core. Times are milliseconds on the
 /// caller's clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +75,12 @@ pub struct CoreConfig {
     pub key_bytes_max: usize,
     /// Longest value accepted in a write.
     pub value_bytes_max: usize,
+    /// Pairs (keys set or removed) of a committed change applied in one
+    /// call: a larger change is applied a slice at a time, one slice per
+    /// [`Core::handle_timeout`](super::Core::handle_timeout) (due at once
+    /// while one is in progress), so heartbeats and votes are handled
+    /// between slices instead of waiting behind the whole change.
+    pub apply_slice_pairs_max: usize,
     /// The leader removes members silent this long; `None` never does.
     pub member_silence_ms: Option<u64>,
     /// Never remove silent members below this many voters.
@@ -111,6 +121,7 @@ impl CoreConfig {
             sessions_max: 4096,
             key_bytes_max: 4 * 1024,
             value_bytes_max: 1024 * 1024,
+            apply_slice_pairs_max: APPLY_SLICE_PAIRS_MAX_DEFAULT,
             member_silence_ms: Some(30_000),
             members_min: 3,
             seeds_max: 64,
@@ -168,6 +179,9 @@ impl CoreConfig {
         }
         if self.sessions_max == 0 || self.sessions_max > crate::wire::SESSIONS_MAX_LIMIT {
             return fail("sessions_max must be within 1..=65536");
+        }
+        if self.apply_slice_pairs_max == 0 {
+            return fail("apply_slice_pairs_max must be at least 1");
         }
         if self.key_bytes_max == 0 || self.value_bytes_max == 0 {
             return fail("key_bytes_max and value_bytes_max must be at least 1");

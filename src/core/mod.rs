@@ -21,6 +21,7 @@
 //! from one number; a node gives the join tokens a key of their own
 //! ([`Core::set_join_token_key`]).
 
+mod apply_slices;
 mod config;
 mod election;
 mod join_token;
@@ -41,8 +42,8 @@ use std::net::SocketAddr;
 use bytes::{Bytes, BytesMut};
 
 pub use config::{
-    ConfigError, CoreConfig, FOUND_LISTEN_HEARTBEATS, LOG_TAIL_BYTES_MAX_DEFAULT,
-    STATE_BYTES_MAX_DEFAULT,
+    ConfigError, CoreConfig, APPLY_SLICE_PAIRS_MAX_DEFAULT, FOUND_LISTEN_HEARTBEATS,
+    LOG_TAIL_BYTES_MAX_DEFAULT, STATE_BYTES_MAX_DEFAULT,
 };
 pub use join_token::{JoinToken, JOIN_TOKEN_BUCKET_MS};
 pub use metrics::{CoreMetrics, JoinRefusal};
@@ -275,8 +276,14 @@ pub struct Core {
     reported_role: Role,
 
     log: Log,
+    /// The applied version: `state` is the state after it.
     commit: u64,
+    /// The highest version known committed: above `commit` only while a
+    /// large change is applied a slice at a time (`staged_apply`).
+    commit_known: u64,
     state: State,
+    /// The large committed change being applied (see `apply_slices.rs`).
+    staged_apply: Option<apply_slices::StagedApply>,
     /// Members with uncommitted membership changes applied: the
     /// configuration quorums are counted in (Raft §6).
     config: BTreeMap<NodeId, Member>,
@@ -330,6 +337,43 @@ impl PreparedSnapshot {
     /// The last change the snapshot includes.
     pub fn last(&self) -> LogId {
         self.last
+    }
+}
+
+/// An update's difference from the committed map at one version,
+/// computed without the core: for a map that shares no structure with the
+/// node's (a plain collection), comparing walks the whole map, which is
+/// long work for a large one. Given to [`Core::handle_prepared_update`],
+/// which compares again only the keys the log changed since.
+#[derive(Debug, Clone)]
+pub struct PreparedUpdate {
+    base: u64,
+    target: Map,
+    set: Vec<(String, String)>,
+    remove: Vec<String>,
+}
+
+impl PreparedUpdate {
+    /// The difference between `base_map`, the committed map at version
+    /// `base` (from [`Core::map`] and [`Core::commit`]), and `target`.
+    pub fn new(base: u64, base_map: &Map, target: Map) -> PreparedUpdate {
+        let mut set = Vec::new();
+        let mut remove = Vec::new();
+        for item in base_map.diff(&target) {
+            match item {
+                imbl::ordmap::DiffItem::Add(k, v) => set.push((k.clone(), v.clone())),
+                imbl::ordmap::DiffItem::Update { new: (k, v), .. } => {
+                    set.push((k.clone(), v.clone()))
+                }
+                imbl::ordmap::DiffItem::Remove(k, _) => remove.push(k.clone()),
+            }
+        }
+        PreparedUpdate {
+            base,
+            target,
+            set,
+            remove,
+        }
     }
 }
 
@@ -445,6 +489,7 @@ impl Core {
         // snapshot only once the log was compacted.
         core.state.generation = identity.generation;
         core.commit = last.version;
+        core.commit_known = last.version;
         core.log.reset(last);
         for entry in image.entries {
             core.log.push(entry);
@@ -484,7 +529,9 @@ impl Core {
             reported_role: Role::Follower,
             log: Log::default(),
             commit: 0,
+            commit_known: 0,
             state: State::default(),
+            staged_apply: None,
             config: BTreeMap::new(),
             joining: None,
             forwarded_reads: BTreeMap::new(),
@@ -590,6 +637,7 @@ impl Core {
     /// Time has reached (or passed) [`Core::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Millis) {
         self.clock = now;
+        self.advance_staged_apply(now);
         if let Some(until) = self.voter_until {
             if now >= until {
                 self.voter_until = None;
@@ -665,6 +713,35 @@ impl Core {
             _ => self.propose_write(now, request, Change::SessionWrite { tag, write }),
         }
         self.after_input(now);
+    }
+
+    /// [`Command::Update`] of `prepared.target`, in a session when `tag`
+    /// is given (as [`Core::handle_session_write`]), with its difference
+    /// computed by [`PreparedUpdate::new`] wherever the caller likes: for
+    /// a large map, not where the node's inputs wait. Gives the target map
+    /// back: dropping a large one that shares nothing with the node's is
+    /// long work too, for the caller to do elsewhere.
+    pub fn handle_prepared_update(
+        &mut self,
+        now: Millis,
+        request: RequestId,
+        prepared: PreparedUpdate,
+        tag: Option<WriteTag>,
+    ) -> Map {
+        self.clock = now;
+        let (set, remove, target) = self.diff_prepared(prepared);
+        match tag {
+            None => self.propose_write(now, request, Change::Replace { set, remove }),
+            Some(tag) => {
+                let write = Write::Replace { set, remove };
+                match (&self.role, self.state.sessions.reply(&tag)) {
+                    (RoleState::Leader(_), Some(version)) => self.done(request, Ok(version)),
+                    _ => self.propose_write(now, request, Change::SessionWrite { tag, write }),
+                }
+            }
+        }
+        self.after_input(now);
+        target
     }
 
     /// A snapshot fetched after [`Event::FetchSnapshot`]. Older than the
@@ -777,6 +854,10 @@ impl Core {
         }
         if let Some(until) = self.voter_until {
             at(until);
+        }
+        if self.staged_apply.is_some() {
+            // The next slice of a large change: due at once.
+            at(self.clock);
         }
         match &self.role {
             RoleState::Leader(leader) => {
@@ -1167,6 +1248,7 @@ impl Core {
     fn log_truncate_from(&mut self, version: u64) {
         self.persist(Record::Truncate { from: version });
         self.log.truncate_from(version);
+        self.drop_staged_apply_from(version);
     }
 
     /// The member id changed, or this node left: a restart must know.

@@ -8,8 +8,8 @@ use imbl::ordmap::DiffItem;
 
 use super::sessions::SessionOutcome;
 use super::{
-    AppendKey, Core, Event, Map, Millis, PreparedSnapshot, Progress, RequestError, RequestId,
-    RoleState, SharedChange, Transmit,
+    AppendKey, Core, Event, Map, Millis, PreparedSnapshot, PreparedUpdate, Progress, RequestError,
+    RequestId, RoleState, SharedChange, Transmit,
 };
 use crate::wire::{
     Append, AppendAck, AppendRef, Change, Entry, FetchSnapshot, Heartbeat, HeartbeatAck, Kind,
@@ -275,16 +275,27 @@ impl Core {
     }
 
     /// Applies committed changes up to `version`, then completes what
-    /// waited for them.
+    /// waited for them. A large change is applied a slice at a time (see
+    /// `apply_slices.rs`): the committed state, and `commit`, stay before
+    /// it until it is whole, and what committed after it waits.
     pub(super) fn apply_to(&mut self, now: Millis, version: u64) {
+        self.commit_known = self.commit_known.max(version);
+        self.apply_committed(now);
+    }
+
+    /// Applies what is known committed, up to the first large change.
+    pub(super) fn apply_committed(&mut self, now: Millis) {
         let mut membership_changed = false;
-        while self.commit < version {
+        while self.commit < self.commit_known && self.staged_apply.is_none() {
             let next = self.commit + 1;
             // Shared with the log: applying copies only what the state
             // keeps.
             let Some(entry) = self.log.shared(next).cloned() else {
                 break;
             };
+            if self.stage_apply(next, &entry) {
+                break;
+            }
             let removed = match &entry.change {
                 Change::RemoveMember(id) | Change::ReplaceMember { old: id, .. } => {
                     self.state.members.get(id).cloned()
@@ -292,27 +303,7 @@ impl Core {
                 _ => None,
             };
             let outcome = self.state.apply(next, &entry.change);
-            self.commit = next;
-            self.metrics.applied += 1;
-            membership_changed |= entry.change.is_membership();
-            self.after_apply(now, next, &entry.change, removed);
-            self.events.push_back(Event::Applied {
-                version: next,
-                term: entry.term,
-                change: SharedChange::new(entry),
-            });
-            // Answered after the change is reported applied: a caller that
-            // hears the answer has the state it reports.
-            if let RoleState::Leader(leader) = &mut self.role {
-                if let Some(request) = leader.writes.remove(&next) {
-                    let result = match outcome {
-                        SessionOutcome::Fresh => Ok(next),
-                        SessionOutcome::Duplicate { version } => Ok(version),
-                        SessionOutcome::Expired => Err(RequestError::SessionExpired),
-                    };
-                    self.done(request, result);
-                }
-            }
+            membership_changed |= self.applied(now, next, entry, outcome, removed);
         }
         self.log.compact_committed(
             self.commit,
@@ -324,6 +315,41 @@ impl Core {
         }
         self.advance_reads(now);
         self.complete_forwarded_reads();
+    }
+
+    /// The change at `version` is in the state: the commit moves to it,
+    /// it is reported, and its write answered. True for a membership
+    /// change (the configuration is then recomputed).
+    pub(super) fn applied(
+        &mut self,
+        now: Millis,
+        version: u64,
+        entry: std::sync::Arc<Entry>,
+        outcome: SessionOutcome,
+        removed: Option<crate::wire::Member>,
+    ) -> bool {
+        self.commit = version;
+        self.metrics.applied += 1;
+        self.after_apply(now, version, &entry.change, removed);
+        let membership = entry.change.is_membership();
+        self.events.push_back(Event::Applied {
+            version,
+            term: entry.term,
+            change: SharedChange::new(entry),
+        });
+        // Answered after the change is reported applied: a caller that
+        // hears the answer has the state it reports.
+        if let RoleState::Leader(leader) = &mut self.role {
+            if let Some(request) = leader.writes.remove(&version) {
+                let result = match outcome {
+                    SessionOutcome::Fresh => Ok(version),
+                    SessionOutcome::Duplicate { version } => Ok(version),
+                    SessionOutcome::Expired => Err(RequestError::SessionExpired),
+                };
+                self.done(request, result);
+            }
+        }
+        membership
     }
 
     /// Follows `leader` in the current term, and returns its address. The
@@ -538,6 +564,9 @@ impl Core {
         }
         self.state = state;
         self.commit = last.version;
+        // What was being applied is in the snapshot's state.
+        self.staged_apply = None;
+        self.commit_known = self.commit_known.max(self.commit);
         // Log records on disk may now contradict the state: replace all.
         self.image_pending = self.cfg.durable;
         self.fetch_hint_at = None;
@@ -727,10 +756,34 @@ impl Core {
     /// one comparison pass without allocation. Only the changed pairs are
     /// copied.
     pub(super) fn diff_to_tail(&self, target: &Map) -> (Vec<(String, String)>, Vec<String>) {
-        // What the tail leaves each key it touches at. A session write may
-        // yet apply as nothing (a resent request), so after one the key's
-        // value is unknown (`None`), and the difference sets or removes it
-        // whatever the tail holds.
+        let overlay = self.tail_overlay();
+        let mut set = Vec::new();
+        let mut remove = Vec::new();
+        // Keys the uncommitted changes leave alone: the committed value is
+        // the tail's.
+        for item in self.state.map.diff(target) {
+            let (key, wanted) = match item {
+                DiffItem::Add(key, value) => (key, Some(value)),
+                DiffItem::Update { new, .. } => (new.0, Some(new.1)),
+                DiffItem::Remove(key, _) => (key, None),
+            };
+            if overlay.contains_key(key.as_str()) {
+                continue;
+            }
+            match wanted {
+                Some(value) => set.push((key.clone(), value.clone())),
+                None => remove.push(key.clone()),
+            }
+        }
+        fix_up_touched(overlay, target, &mut set, &mut remove);
+        (set, remove)
+    }
+
+    /// What the uncommitted tail leaves each key it touches at. A session
+    /// write may yet apply as nothing (a resent request), so after one the
+    /// key's value is unknown (`None`), and a difference sets or removes
+    /// it whatever the tail holds.
+    fn tail_overlay(&self) -> BTreeMap<&str, Option<Option<&str>>> {
         let mut overlay: BTreeMap<&str, Option<Option<&str>>> = BTreeMap::new();
         for (_, entry) in self.log.after(self.commit) {
             let certain = !matches!(entry.change, Change::SessionWrite { .. });
@@ -752,28 +805,72 @@ impl Core {
                 None => {}
             }
         }
-        let mut set = Vec::new();
-        let mut remove = Vec::new();
-        // Keys the uncommitted changes leave alone: the committed value is
-        // the tail's.
-        for item in self.state.map.diff(target) {
-            let (key, wanted) = match item {
-                DiffItem::Add(key, value) => (key, Some(value)),
-                DiffItem::Update { new, .. } => (new.0, Some(new.1)),
-                DiffItem::Remove(key, _) => (key, None),
-            };
-            if overlay.contains_key(key.as_str()) {
-                continue;
+        overlay
+    }
+
+    /// [`Core::diff_to_tail`] from a difference computed elsewhere against
+    /// the committed map at `prepared.base` (see [`PreparedUpdate`]): the
+    /// keys the log changed after that version (committed since, or
+    /// uncommitted) are compared again here, the rest is taken as it is.
+    /// When the log no longer holds every change after the base (a
+    /// snapshot, compaction), the whole difference is computed here.
+    pub(super) fn diff_prepared(
+        &self,
+        prepared: PreparedUpdate,
+    ) -> (Vec<(String, String)>, Vec<String>, Map) {
+        let PreparedUpdate {
+            base,
+            target,
+            mut set,
+            mut remove,
+        } = prepared;
+        if base < self.log.base().version || base > self.commit {
+            let (set, remove) = self.diff_to_tail(&target);
+            return (set, remove, target);
+        }
+        let tail = self.tail_overlay();
+        let mut touched: BTreeMap<&str, Option<Option<&str>>> = BTreeMap::new();
+        for (version, entry) in self.log.after(base) {
+            if version > self.commit {
+                break;
             }
-            match wanted {
-                Some(value) => set.push((key.clone(), value.clone())),
-                None => remove.push(key.clone()),
+            let keys: Vec<&str> = match entry.change.write() {
+                Some(WriteRef::Set { key, .. } | WriteRef::Remove { key }) => vec![key],
+                Some(WriteRef::Replace { set, remove }) => remove
+                    .iter()
+                    .map(String::as_str)
+                    .chain(set.iter().map(|(k, _)| k.as_str()))
+                    .collect(),
+                None => Vec::new(),
+            };
+            for key in keys {
+                // Committed since the base: the value is the state's now.
+                touched.insert(key, Some(self.state.map.get(key).map(String::as_str)));
             }
         }
-        // Keys the uncommitted changes touch.
+        touched.extend(tail);
+        if !touched.is_empty() {
+            set.retain(|(k, _)| !touched.contains_key(k.as_str()));
+            remove.retain(|k| !touched.contains_key(k.as_str()));
+        }
+        fix_up_touched(touched, &target, &mut set, &mut remove);
+        (set, remove, target)
+    }
+}
+
+/// Adds to `set` and `remove` (sorted by key) what makes each key of
+/// `touched`, at the value the log leaves it at (`None`: unknown), what
+/// `target` holds.
+fn fix_up_touched(
+    touched: BTreeMap<&str, Option<Option<&str>>>,
+    target: &Map,
+    set: &mut Vec<(String, String)>,
+    remove: &mut Vec<String>,
+) {
+    {
         let mut overlay_set = Vec::new();
         let mut overlay_remove = Vec::new();
-        for (key, tail) in overlay {
+        for (key, tail) in touched {
             match (tail, target.get(key)) {
                 (tail, Some(value)) if tail != Some(Some(value.as_str())) => {
                     overlay_set.push((key.to_owned(), value.clone()))
@@ -790,7 +887,6 @@ impl Core {
             remove.append(&mut overlay_remove);
             remove.sort_unstable();
         }
-        (set, remove)
     }
 }
 

@@ -131,6 +131,22 @@ impl Sessions {
         outcome
     }
 
+    /// What [`Sessions::admit`] would decide for `tag` now, recording
+    /// nothing: a large write is applied a slice at a time only if it
+    /// applies at all.
+    pub fn outcome(&self, tag: &WriteTag) -> SessionOutcome {
+        let Some(session) = self.open.get(&tag.session) else {
+            return SessionOutcome::Expired;
+        };
+        if let Some(&first) = session.replies.get(&tag.seq) {
+            SessionOutcome::Duplicate { version: first }
+        } else if tag.seq < session.floor {
+            SessionOutcome::Expired
+        } else {
+            SessionOutcome::Fresh
+        }
+    }
+
     /// The version a request was applied at, if it was and is remembered.
     pub fn reply(&self, tag: &WriteTag) -> Option<u64> {
         self.open.get(&tag.session)?.replies.get(&tag.seq).copied()
@@ -183,6 +199,29 @@ mod tests {
             session,
             seq,
             floor,
+        }
+    }
+
+    #[test]
+    fn outcome_predicts_what_admit_decides_without_recording_it() {
+        let mut sessions = Sessions::default();
+        sessions.open(3, 3, 8);
+        // Fresh, duplicate, below the floor, of a closed session, and a
+        // request whose floor drops the older ones.
+        let tags = [
+            tag(3, 1, 1),
+            tag(3, 1, 1),
+            tag(3, 5, 4),
+            tag(3, 2, 1),
+            tag(4, 1, 1),
+            tag(3, 6, 6),
+            tag(3, 5, 4),
+        ];
+        for (version, tag) in (10..).zip(tags) {
+            let predicted = sessions.outcome(&tag);
+            let before = sessions.clone();
+            assert_eq!(before, sessions, "outcome records nothing");
+            assert_eq!(sessions.admit(&tag, version), predicted, "{tag:?}");
         }
     }
 

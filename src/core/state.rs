@@ -49,6 +49,14 @@ pub fn pair_bytes(key: &str, value: &str) -> usize {
     varint_len(key.len()) + key.len() + varint_len(value.len()) + value.len()
 }
 
+/// Pairs a write sets or removes: what a slice of its apply counts.
+pub fn write_pairs(write: WriteRef<'_>) -> usize {
+    match write {
+        WriteRef::Set { .. } | WriteRef::Remove { .. } => 1,
+        WriteRef::Replace { set, remove } => set.len().saturating_add(remove.len()),
+    }
+}
+
 /// Hash of one key/value pair (FNV-1a, then a final mix), combined with
 /// XOR into [`State::digest`].
 fn pair_hash(key: &str, value: &str) -> u64 {
@@ -126,6 +134,60 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Applies the pairs `from..` (removes first, then sets, as
+    /// [`State::apply`] does) of a [`WriteRef::Replace`], at most
+    /// `pairs_max` of them, to the map, digest and byte count only;
+    /// returns where the next slice starts ([`write_pairs`] when done).
+    /// Applying every slice in order leaves the map as one `apply` of the
+    /// write would.
+    pub fn write_slice(&mut self, write: WriteRef<'_>, from: usize, pairs_max: usize) -> usize {
+        let end = from.saturating_add(pairs_max).min(write_pairs(write));
+        match write {
+            WriteRef::Set { key, value } if from < end => self.set(key, value),
+            WriteRef::Remove { key } if from < end => self.remove(key),
+            WriteRef::Replace { set, remove } => {
+                for i in from..end {
+                    match i.checked_sub(remove.len()) {
+                        None => self.remove(&remove[i]),
+                        Some(j) => self.set(&set[j].0, &set[j].1),
+                    }
+                }
+            }
+            _ => {}
+        }
+        end
+    }
+
+    /// A state to build a large change's map on, a slice at a time: the
+    /// map (a pointer copy), digest and byte count of this one, and
+    /// nothing else, so that the committed state stays what readers see
+    /// until the whole change is in.
+    pub fn map_only(&self) -> State {
+        State {
+            map: self.map.clone(),
+            digest: self.digest,
+            map_bytes: self.map_bytes,
+            ..State::default()
+        }
+    }
+
+    /// Ends the apply of the change committed at `version` whose writes
+    /// were applied to `built` (see [`State::map_only`]): the session
+    /// table decides as [`State::apply`] would, and the map, digest and
+    /// byte count are taken from `built` only if the write applies.
+    pub fn apply_built(&mut self, version: u64, change: &Change, built: State) -> SessionOutcome {
+        let outcome = match change {
+            Change::SessionWrite { tag, .. } => self.sessions.admit(tag, version),
+            _ => SessionOutcome::Fresh,
+        };
+        if outcome == SessionOutcome::Fresh {
+            self.map = built.map;
+            self.digest = built.digest;
+            self.map_bytes = built.map_bytes;
+        }
+        outcome
     }
 
     fn set(&mut self, key: &str, value: &str) {

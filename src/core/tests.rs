@@ -1157,4 +1157,6 @@ fn a_follower_behind_a_tail_bounded_in_bytes_catches_up_by_snapshot() {
     assert_eq!(follower.map().len(), 10);
 }
 
+mod apply_slices;
 mod join;
+mod prepared_update;

@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::Config;
-use crate::core::{Command, Core, Event, Persist, PreparedSnapshot, RequestError, RequestId};
+use crate::core::{
+    Command, Core, Event, Persist, PreparedSnapshot, PreparedUpdate, RequestError, RequestId,
+};
 use crate::error::Error;
 use crate::node::{Metrics, Status};
 use crate::storage::{DataDir, StorageError};
@@ -36,6 +38,13 @@ pub(crate) enum Inbound {
     Command {
         command: Command,
         /// For a session write: which request of which session it is.
+        tag: Option<crate::wire::WriteTag>,
+        reply: oneshot::Sender<Result<u64, RequestError>>,
+    },
+    /// An update whose difference from the committed map was computed off
+    /// the node's task (see [`Driver::prepare_update`]).
+    PreparedUpdate {
+        prepared: PreparedUpdate,
         tag: Option<crate::wire::WriteTag>,
         reply: oneshot::Sender<Result<u64, RequestError>>,
     },
@@ -429,6 +438,25 @@ impl Driver {
         let now = self.now();
         match message {
             Inbound::Command {
+                command: Command::Update { map },
+                tag,
+                reply,
+            } => self.prepare_update(map, tag, reply),
+            Inbound::PreparedUpdate {
+                prepared,
+                tag,
+                reply,
+            } => {
+                let request = self.next_request;
+                self.next_request += 1;
+                self.pending.insert(request, reply);
+                let target = self
+                    .core
+                    .handle_prepared_update(now, request, prepared, tag);
+                // Its last copy, if it shares nothing with the state.
+                tokio::task::spawn_blocking(move || drop(target));
+            }
+            Inbound::Command {
                 command,
                 tag,
                 reply,
@@ -489,6 +517,46 @@ impl Driver {
             }
             Inbound::Stop => {}
         }
+    }
+
+    /// Compares an update's map with the committed one on a blocking
+    /// thread (a map that shares no structure with it is walked whole),
+    /// then hands the difference back to this task, whose core compares
+    /// again only the keys changed since.
+    fn prepare_update(
+        &mut self,
+        map: SharedMap,
+        tag: Option<crate::wire::WriteTag>,
+        reply: oneshot::Sender<Result<u64, RequestError>>,
+    ) {
+        let base = self.core.commit();
+        let base_map = self.core.map().clone();
+        let inbox = self.shared.inbox.clone();
+        tokio::spawn(
+            async move {
+                let prepared =
+                    tokio::task::spawn_blocking(move || PreparedUpdate::new(base, &base_map, map))
+                        .await;
+                match prepared {
+                    Ok(prepared) => {
+                        let message = Inbound::PreparedUpdate {
+                            prepared,
+                            tag,
+                            reply,
+                        };
+                        // A stopped node drops the reply: the caller hears
+                        // that it is gone.
+                        let _ = inbox.send(message).await;
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(RequestError::Busy {
+                            limit: "update comparison",
+                        }));
+                    }
+                }
+            }
+            .in_current_span(),
+        );
     }
 
     fn shared_map(&self) -> SharedMap {
