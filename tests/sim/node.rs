@@ -25,6 +25,7 @@ pub struct Params {
     pub member_silence_ms: Option<u64>,
     pub members_min: usize,
     pub log_tail_entries_max: usize,
+    pub apply_slice_pairs_max: usize,
 }
 
 impl Params {
@@ -37,6 +38,7 @@ impl Params {
             member_silence_ms: Some(5_000),
             members_min,
             log_tail_entries_max: 1024,
+            apply_slice_pairs_max: simple_raft::core::APPLY_SLICE_PAIRS_MAX_DEFAULT,
         }
     }
 
@@ -49,6 +51,7 @@ impl Params {
         c.member_silence_ms = self.member_silence_ms;
         c.members_min = self.members_min;
         c.log_tail_entries_max = self.log_tail_entries_max;
+        c.apply_slice_pairs_max = self.apply_slice_pairs_max;
         c
     }
 }
