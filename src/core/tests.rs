@@ -1158,3 +1158,4 @@ fn a_follower_behind_a_tail_bounded_in_bytes_catches_up_by_snapshot() {
 }
 
 mod join;
+mod terms;
