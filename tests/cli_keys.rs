@@ -127,9 +127,10 @@ fn datagram(
     out.to_vec()
 }
 
-/// An append at a much higher term that sets `evil`, a vote request and a
-/// heartbeat claiming leadership: what a node that wants the cluster would
-/// send.
+/// A hand-over's vote request one term up (the one frame of a later term a
+/// follower of a live leader takes), an append at a much higher term that
+/// sets `evil`, a vote request and a heartbeat claiming leadership: what a
+/// node that wants the cluster would send.
 fn takeover(
     key: Option<&str>,
     generation: u64,
@@ -140,6 +141,19 @@ fn takeover(
     let last = LogId { term, version };
     let high = term + 100;
     vec![
+        datagram(
+            key,
+            generation,
+            sender,
+            term + 1,
+            Message::VoteRequest(VoteRequest {
+                last: LogId {
+                    term,
+                    version: version + 10,
+                },
+                transfer: true,
+            }),
+        ),
         datagram(
             key,
             generation,
@@ -359,14 +373,14 @@ fn a_node_with_the_wrong_key_cannot_join_vote_or_write() {
         assert_eq!(s["leader"], addr(leader), "{s}");
         assert_eq!(get(*port, &key, "evil"), None);
     }
-    // The same append with the cluster's key does move a node's term: the
-    // frames above were not harmless by themselves.
+    // The same hand-over with the cluster's key does move a node's term:
+    // the frames above were not harmless by themselves.
     let follower = *rest.iter().find(|p| **p != leader).unwrap();
     send_datagrams(
         &takeover(Some(KEY), generation, leader_id, term, version)[..1],
         &[follower],
     );
-    wait_until("the keyed append to take effect", SETTLE, || {
+    wait_until("the keyed hand-over to take effect", SETTLE, || {
         let s = status(follower, &key)?;
         (s["term"].as_u64()? > term).then_some(())
     });

@@ -264,6 +264,12 @@ fn member_two() -> Core {
 /// Member 2 of three voters at term 5, its state at `last` and `entries`
 /// after it.
 fn member_two_at(last: LogId, entries: Vec<Entry>) -> Core {
+    member_two_in(5, last, entries)
+}
+
+/// Member 2 of three voters at `term`, its state at `last` and `entries`
+/// after it.
+fn member_two_in(term: u64, last: LogId, entries: Vec<Entry>) -> Core {
     let image = DurableImage {
         identity: Some(Identity {
             id: NodeId(2),
@@ -272,7 +278,7 @@ fn member_two_at(last: LogId, entries: Vec<Entry>) -> Core {
             generation: GENERATION,
         }),
         hard_state: HardState {
-            term: 5,
+            term,
             voted_for: None,
         },
         snapshot: Snapshot {
@@ -353,7 +359,9 @@ fn a_heartbeat_at_version_zero_of_another_term_is_answered_without_a_panic() {
 
 #[test]
 fn a_node_at_the_largest_term_stands_without_a_panic() {
-    let mut core = member_two();
+    // Only a node one term below can be moved there by a frame (see
+    // `TERM_STEP_MAX`).
+    let mut core = member_two_in(TERM_MAX - 1, id(1, 3), vec![noop(5)]);
     core.handle_datagram(
         10,
         addr(3),
@@ -390,11 +398,12 @@ fn a_leader_address_comes_from_the_members_not_from_the_datagram() {
     // A leader the configuration does not list yet (this member fell
     // behind the change that added it) is followed where its frames come
     // from: only it can bring the member up to date. Once the log names it,
-    // the member list's address wins again.
+    // the member list's address wins again (a leader timeout later: until
+    // then the leader it follows is live, and a later term is refused).
     let mut core = member_two();
     core.handle_datagram(10, elsewhere, &encode(77, 5, heartbeat(id(5, 4), 4)));
     assert_eq!(core.leader(), Some(elsewhere));
-    core.handle_datagram(20, elsewhere, &encode(1, 6, heartbeat(id(5, 4), 4)));
+    core.handle_datagram(1000, elsewhere, &encode(1, 6, heartbeat(id(5, 4), 4)));
     assert_eq!(core.leader(), Some(addr(1)));
 }
 
@@ -525,4 +534,134 @@ fn a_leader_at_the_largest_version_refuses_writes() {
     }
     assert!(refused);
     assert_eq!(core.last_log_id().version, VERSION_MAX);
+}
+
+// ----- a live cluster on loopback -----
+
+mod live {
+    use std::time::{Duration, Instant};
+
+    use simple_raft::core::{TermRefusal, TERM_STEP_MAX};
+    use simple_raft::{Config, Node};
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn config(join: Vec<SocketAddr>) -> Config {
+        let mut config = Config::new("127.0.0.1:0".parse().unwrap(), join);
+        config.heartbeat_ms = 20;
+        config.leader_timeout_ms = 150;
+        config.election_timeout_ms = 150;
+        config
+    }
+
+    async fn three_voters() -> Vec<Node> {
+        let first = Node::start(config(vec![])).await.unwrap();
+        let seed = first.addr();
+        let nodes = vec![
+            first,
+            Node::start(config(vec![seed])).await.unwrap(),
+            Node::start(config(vec![seed])).await.unwrap(),
+        ];
+        for node in &nodes {
+            node.wait_for(WAIT, |s| {
+                s.members.len() == 3 && s.members.iter().all(|m| m.voter) && s.leader.is_some()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{} did not see 3 voters: {e}", node.addr()));
+        }
+        nodes
+    }
+
+    /// A write through every node commits, each retried within a bound
+    /// while the cluster settles.
+    async fn writes_commit_through_every_node(nodes: &[Node], key: &str) {
+        for node in nodes {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                match node.set(key, "v").await {
+                    Ok(_) => break,
+                    Err(error) if Instant::now() >= deadline => {
+                        panic!("a write through {}: {error}", node.addr())
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }
+    }
+
+    /// Every kind of frame that moves a term, at `term`, as members 1 to 3
+    /// and a stranger 77 would send it.
+    fn burst(cluster_id: u32, generation: u64, term: u64) -> Vec<Vec<u8>> {
+        let last = id(term, VERSION_MAX - 1);
+        let messages = [
+            Message::VoteRequest(VoteRequest {
+                last,
+                transfer: true,
+            }),
+            Message::VoteRequest(VoteRequest {
+                last,
+                transfer: false,
+            }),
+            Message::PreVoteRequest(PreVoteRequest { last }),
+            heartbeat(last, VERSION_MAX),
+            append(last, VERSION_MAX, vec![noop(term)]),
+            Message::AppendAck(AppendAck {
+                seq: 1,
+                success: true,
+                version: VERSION_MAX,
+            }),
+        ];
+        let mut frames = Vec::new();
+        for sender in [1, 2, 3, 77] {
+            for message in &messages {
+                let mut out = BytesMut::new();
+                Frame::new(cluster_id, NodeId(sender), term, message.clone())
+                    .with_generation(Some(generation))
+                    .encode(&mut out, DATAGRAM_BYTES_MAX_DEFAULT)
+                    .expect("encodes");
+                frames.push(out.to_vec());
+            }
+        }
+        frames
+    }
+
+    /// The wedge a key used to be needed against: one burst of well-formed
+    /// unkeyed frames just below `TERM_MAX`, and one `2^40` terms above
+    /// the cluster's, sent once to every node of a live cluster. No node's
+    /// term moves that far (it would leave no later term to elect in), the
+    /// refusals are counted, and writes commit afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_just_below_the_largest_term_leaves_a_live_cluster_able_to_commit() {
+        let nodes = three_voters().await;
+        writes_commit_through_every_node(&nodes, "before").await;
+        let status = nodes[0].status();
+        let generation = status.generation.expect("a member");
+        let term = nodes.iter().map(|n| n.status().term).max().unwrap();
+        let cluster_id = config(vec![]).cluster_id;
+
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for burst_term in [TERM_MAX - 1, term + (1 << 40)] {
+            for node in &nodes {
+                for frame in burst(cluster_id, generation, burst_term) {
+                    socket.send_to(&frame, node.addr()).await.unwrap();
+                }
+            }
+        }
+
+        writes_commit_through_every_node(&nodes, "after").await;
+        let mut too_far = 0;
+        for node in &nodes {
+            let status = node.status();
+            assert!(status.term <= term + TERM_STEP_MAX, "{status:?}");
+            let metrics = node.metrics().await.unwrap();
+            too_far += metrics.core.term_refused[TermRefusal::TooFarAhead.index()];
+        }
+        // The frames reached the term checks (right cluster, generation).
+        assert!(too_far > 0, "no frame was refused as too far ahead");
+        for node in nodes {
+            node.shutdown().await.unwrap();
+        }
+    }
 }

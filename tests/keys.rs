@@ -336,8 +336,10 @@ fn forged(
     }
 }
 
-/// A leader's append at a high term that sets `evil`, a vote request at a
-/// high term, and a heartbeat claiming leadership.
+/// A hand-over's vote request one term above `last` (the one frame of a
+/// later term a follower of a live leader takes), a leader's append at a
+/// high term that sets `evil`, a vote request at a high term, and a
+/// heartbeat claiming leadership.
 fn disruptive_frames(
     keys: Option<&Keyring>,
     generation: Option<u64>,
@@ -346,6 +348,16 @@ fn disruptive_frames(
 ) -> Vec<Transmit> {
     let term = last.term + 100;
     vec![
+        forged(
+            keys,
+            generation,
+            sender,
+            last.term + 1,
+            Message::VoteRequest(VoteRequest {
+                last,
+                transfer: true,
+            }),
+        ),
         forged(
             keys,
             generation,

@@ -27,21 +27,6 @@ impl Core {
         last >= self.log.last()
     }
 
-    /// Whether a leader was heard from within the minimum leader timeout:
-    /// such a node ignores pre-votes and votes (§9.6), so a node that was
-    /// cut off cannot depose a healthy leader when it returns.
-    fn heard_leader_recently(&self, now: Millis) -> bool {
-        match self.role {
-            RoleState::Leader(_) => true,
-            _ => {
-                self.leader.is_some()
-                    && self
-                        .leader_contact
-                        .is_some_and(|t| now < t + self.cfg.leader_timeout_ms)
-            }
-        }
-    }
-
     pub(super) fn reset_election_timer(&mut self, now: Millis) {
         self.election_at = now + self.rng.timeout(self.cfg.leader_timeout_ms);
     }

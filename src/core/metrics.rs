@@ -29,6 +29,9 @@ pub struct CoreMetrics {
     pub dropped_stale_term: u64,
     /// Frames that make no sense in this node's role or state.
     pub dropped_unexpected: u64,
+    /// Frames of a higher term that did not move this node's term, by
+    /// [`TermRefusal::index`].
+    pub term_refused: [u64; TermRefusal::ALL.len()],
     /// Pre-vote rounds started.
     pub pre_votes: u64,
     /// Elections started (term increments by this node).
@@ -86,6 +89,51 @@ impl JoinRefusal {
             JoinRefusal::TokenInvalid => "token_invalid",
             JoinRefusal::TokenExpired => "token_expired",
             JoinRefusal::AnswerTooLarge => "answer_too_large",
+        }
+    }
+}
+
+/// Why a frame of a term above this node's was dropped without moving its
+/// term (see `docs/WIRE.md`, "Terms from unauthenticated hosts"). Raft
+/// lets any frame of a higher term move a node there; without a cluster
+/// key anyone can send one, and a term near `TERM_MAX` would leave no room
+/// for a later election.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TermRefusal {
+    /// More than [`super::TERM_STEP_MAX`] above this node's term: beyond
+    /// any gap an honest cluster opens.
+    TooFarAhead,
+    /// This node heard its leader within the leader timeout (or is the
+    /// leader): no honest election of a later term can have been won
+    /// without it noticing first, save a hand-over, whose vote request
+    /// comes exactly one term above (and a leader still hears a member's
+    /// acknowledgement of a later term: see `term_admission`).
+    LeaderLive,
+    /// More than one term above, and this node already jumped more than one
+    /// term within the last leader timeout: a long absence needs one jump,
+    /// not a run of them.
+    JumpTooSoon,
+}
+
+impl TermRefusal {
+    /// Every reason, in [`TermRefusal::index`] order.
+    pub const ALL: [TermRefusal; 3] = [
+        TermRefusal::TooFarAhead,
+        TermRefusal::LeaderLive,
+        TermRefusal::JumpTooSoon,
+    ];
+
+    /// Its place in [`CoreMetrics::term_refused`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A stable name for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            TermRefusal::TooFarAhead => "too_far_ahead",
+            TermRefusal::LeaderLive => "leader_live",
+            TermRefusal::JumpTooSoon => "jump_too_soon",
         }
     }
 }

@@ -34,6 +34,7 @@ mod rng;
 mod sessions;
 mod state;
 mod state_limit;
+mod term_admission;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -46,7 +47,8 @@ pub use config::{
     LOG_TAIL_BYTES_MAX_DEFAULT, STATE_BYTES_MAX_DEFAULT,
 };
 pub use join_token::{JoinToken, JOIN_TOKEN_BUCKET_MS};
-pub use metrics::{CoreMetrics, JoinRefusal};
+pub use metrics::{CoreMetrics, JoinRefusal, TermRefusal};
+pub use term_admission::TERM_STEP_MAX;
 pub use types::*;
 
 use crate::wire::{
@@ -269,6 +271,9 @@ pub struct Core {
     voter_until: Option<Millis>,
     leader: Option<(NodeId, SocketAddr)>,
     leader_contact: Option<Millis>,
+    /// When a frame last moved the term up by more than one (see
+    /// `term_admission`).
+    term_jumped_at: Option<Millis>,
     election_at: Millis,
     /// When a member that knows no leader next tells every member it is
     /// there (see [`Core::leaderless_probe`]).
@@ -524,6 +529,7 @@ impl Core {
             voter_until: None,
             leader: None,
             leader_contact: None,
+            term_jumped_at: None,
             election_at: now,
             probe_at: now,
             reported_role: Role::Follower,
@@ -1097,6 +1103,15 @@ impl Core {
             // Whatever a removed member says, the answer is that it was
             // removed: it may have missed the news.
             return self.send_removal_notice(from);
+        }
+        if term > self.term {
+            if let Err(reason) = self.admit_higher_term(now, sender, term, &message) {
+                self.metrics.term_refused[reason.index()] += 1;
+                return;
+            }
+            if !matches!(message, Message::PreVoteRequest(_)) {
+                self.note_term_admitted(now, term);
+            }
         }
         match message {
             Message::PreVoteRequest(m) => self.on_pre_vote_request(now, from, term, m),

@@ -1160,3 +1160,4 @@ fn a_follower_behind_a_tail_bounded_in_bytes_catches_up_by_snapshot() {
 mod apply_slices;
 mod join;
 mod prepared_update;
+mod terms;
