@@ -56,6 +56,7 @@ mod config;
 pub mod core;
 mod driver;
 mod error;
+mod net;
 mod node;
 mod session;
 pub mod storage;

@@ -3,7 +3,6 @@
 //! handles and connection tasks. After every input it drains the core.
 
 mod admission;
-pub(crate) mod stream_io;
 mod tcp;
 
 use std::collections::HashMap;
@@ -145,7 +144,7 @@ pub(crate) struct Shared {
     /// The session of the writes made through this node.
     pub session: crate::session::ClientSession,
     /// Connections to the leader kept open between forwarded requests.
-    pub pool: Arc<crate::client::Pool>,
+    pub pool: Arc<crate::net::Pool>,
 }
 
 /// Binds UDP and TCP on one port (retrying for a free one when the port is
