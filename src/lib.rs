@@ -59,6 +59,7 @@ mod error;
 mod net;
 mod node;
 mod session;
+mod status;
 pub mod storage;
 pub mod wire;
 
@@ -66,4 +67,5 @@ pub use client::Client;
 pub use config::Config;
 pub use driver::SharedMap;
 pub use error::Error;
-pub use node::{Metrics, Node, State, Status};
+pub use node::Node;
+pub use status::{Metrics, State, Status};

@@ -3,6 +3,8 @@
 //! handles and connection tasks. After every input it drains the core.
 
 mod admission;
+mod metrics;
+mod requester;
 mod tcp;
 
 use std::collections::HashMap;
@@ -19,9 +21,11 @@ use tracing::{debug, info, warn, Instrument};
 use crate::config::Config;
 use crate::core::{Command, Core, Event, Persist, PreparedSnapshot, RequestError, RequestId};
 use crate::error::Error;
-use crate::node::{Metrics, Status};
+use crate::status::{Metrics, Status};
 use crate::storage::{DataDir, StorageError};
 use crate::wire::{DecodeReason, Frame, Keyring};
+
+pub(crate) use requester::Requester;
 
 /// The committed map as handed to readers: a persistent (immutable,
 /// structure-sharing) ordered map, so a snapshot is a pointer copy and
