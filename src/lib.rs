@@ -42,12 +42,28 @@
 //! and comes back as the same member with everything it acknowledged, even
 //! if every node crashed at once.
 //!
-//! The crate is layered so that dependencies point one way: [`wire`]
-//! (frames and messages, pure functions over bytes) is used by [`core`]
-//! (the Raft state machine, without I/O: time and randomness are passed
-//! in, and what must be durable is handed out before anything is sent),
-//! whose durable changes [`storage`] turns into files, all driven by a
-//! tokio task per node behind the [`Node`] handle and the command line.
+//! # Layout
+//!
+//! The crate is layered so that dependencies point one way, down:
+//! [`wire`] (frames and messages, pure functions over bytes) is used by
+//! [`core`] (the Raft state machine, without I/O: time and randomness are
+//! passed in, and what must be durable is handed out before anything is
+//! sent), whose durable changes [`storage`] turns into files; above them
+//! the small shared modules (the [`Config`], the [`Error`], the [`Status`]
+//! and [`Metrics`] a node reports, client sessions), then `net` (TCP
+//! framing and the connection pool), the [`Client`] over it, the driver
+//! (a tokio task per node, which serves TCP and forwards writes to the
+//! leader with a `Client`), and on top the [`Node`] handle. No module
+//! imports from one above it:
+//!
+//! ```text
+//! wire <- core <- storage <- config, error, status, session
+//!      <- net <- client <- driver <- node
+//! ```
+//!
+//! The command line (`simple-raft` binary, the demo and the cluster
+//! benchmark) is the `simple-raft-cli` package of the workspace, so a
+//! service that embeds this crate builds none of its dependencies.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -56,8 +72,10 @@ mod config;
 pub mod core;
 mod driver;
 mod error;
+mod net;
 mod node;
 mod session;
+mod status;
 pub mod storage;
 pub mod wire;
 
@@ -65,4 +83,5 @@ pub use client::Client;
 pub use config::Config;
 pub use driver::SharedMap;
 pub use error::Error;
-pub use node::{Metrics, Node, State, Status};
+pub use node::Node;
+pub use status::{Metrics, State, Status};

@@ -27,10 +27,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
-
-/// Bytes read (and taken from the budget) at a time for a frame body.
-pub(crate) const READ_CHUNK_BYTES: usize = 64 * 1024;
+use tokio::sync::{oneshot, Semaphore};
 
 /// The connection slots and the read budget of one node.
 #[derive(Debug)]
@@ -166,15 +163,10 @@ impl Drop for Slot {
     }
 }
 
-/// Takes `bytes` from `budget`, or `None` if it is spent.
-pub(crate) fn take_budget(budget: &Arc<Semaphore>, bytes: usize) -> Option<OwnedSemaphorePermit> {
-    let bytes = u32::try_from(bytes).ok()?;
-    budget.clone().try_acquire_many_owned(bytes).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::take_budget;
 
     fn slot(admitted: Admitted) -> Slot {
         match admitted {

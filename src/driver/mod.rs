@@ -3,7 +3,8 @@
 //! handles and connection tasks. After every input it drains the core.
 
 mod admission;
-pub(crate) mod stream_io;
+mod metrics;
+mod requester;
 mod tcp;
 
 use std::collections::HashMap;
@@ -22,9 +23,11 @@ use crate::core::{
     Command, Core, Event, Persist, PreparedSnapshot, PreparedUpdate, RequestError, RequestId,
 };
 use crate::error::Error;
-use crate::node::{Metrics, Status};
+use crate::status::{Metrics, Status};
 use crate::storage::{DataDir, StorageError};
 use crate::wire::{DecodeReason, Frame, Keyring};
+
+pub(crate) use requester::Requester;
 
 /// The committed map as handed to readers: a persistent (immutable,
 /// structure-sharing) ordered map, so a snapshot is a pointer copy and
@@ -154,7 +157,7 @@ pub(crate) struct Shared {
     /// The session of the writes made through this node.
     pub session: crate::session::ClientSession,
     /// Connections to the leader kept open between forwarded requests.
-    pub pool: Arc<crate::client::Pool>,
+    pub pool: Arc<crate::net::Pool>,
 }
 
 /// Binds UDP and TCP on one port (retrying for a free one when the port is

@@ -12,11 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use super::admission::Slot;
-use super::stream_io::{
-    read_frame, read_frame_bytes_within, write_frame, write_frame_bytes, ReadError,
-};
-use super::{DriverCounters, Inbound, Shared};
-use crate::node::Requester;
+use super::{DriverCounters, Inbound, Requester, Shared};
+use crate::net::{read_frame, read_frame_bytes_within, write_frame, write_frame_bytes, ReadError};
 use crate::wire::{
     decode_frame_keyed, decode_snapshot, ClientResponse, DecodeLimits, EncodedSnapshot, Frame,
     FrameHead, Keyring, Message, NodeId, Snapshot, SnapshotAssembly, SnapshotRequest,

@@ -45,7 +45,7 @@ use simple_raft::{Client, Config, Error, Node, State};
 
 #[path = "support/fault_proxy.rs"]
 mod fault_proxy;
-#[path = "support/linearizability.rs"]
+#[path = "../../tests/support/linearizability.rs"]
 mod linearizability;
 #[path = "support/process.rs"]
 mod process;

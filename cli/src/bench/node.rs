@@ -13,7 +13,7 @@ use serde_json::json;
 use simple_raft::{Error, Node};
 
 use super::host::{node_config, Timing};
-use crate::cli::{println, runtime, Failure, Outcome};
+use crate::{println, runtime, Failure, Outcome};
 
 #[derive(Debug, Args)]
 pub struct NodeArgs {

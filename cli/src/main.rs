@@ -1,8 +1,15 @@
-//! The command line: argument parsing, exit statuses and output.
+//! The `simple-raft` command line: run a node, talk to a cluster, watch
+//! an in-process demo, or measure a cluster. See `simple-raft --help`.
+//!
+//! A crate of its own, so that a service embedding the library builds none
+//! of what only the command line needs (argument parsing, JSON, a log
+//! formatter, the cluster benchmark).
 //!
 //! Exit status: 0 success, 1 an operational failure (no leader, timeout,
 //! unreachable node, refused request) with a one-line reason on stderr,
 //! 2 a usage error.
+
+#![forbid(unsafe_code)]
 
 mod bench;
 mod client;
@@ -209,7 +216,7 @@ impl Failure {
 type Outcome = Result<(), Failure>;
 
 /// Parses the command line, runs the command and returns its exit status.
-pub fn main() -> ExitCode {
+fn main() -> ExitCode {
     // Help, version and usage errors print and exit here (0 or 2).
     let cli = Cli::parse();
     let outcome = match cli.command {

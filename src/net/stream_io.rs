@@ -7,14 +7,21 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Semaphore;
-
-use super::admission::{take_budget, READ_CHUNK_BYTES};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::wire::{
     decode_frame_keyed, encode_stream_frame_signed, stream_frame_len, DecodeError, DecodeLimits,
     Frame, Keyring, LENGTH_PREFIX_BYTES,
 };
+
+/// Bytes read (and taken from the budget) at a time for a frame body.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Takes `bytes` from `budget`, or `None` if it is spent.
+pub(crate) fn take_budget(budget: &Arc<Semaphore>, bytes: usize) -> Option<OwnedSemaphorePermit> {
+    let bytes = u32::try_from(bytes).ok()?;
+    budget.clone().try_acquire_many_owned(bytes).ok()
+}
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -33,7 +33,7 @@ use serde_json::Value;
 use simple_raft::wire::{ClientOp, ClientReply};
 use simple_raft::Client;
 
-#[path = "support/linearizability.rs"]
+#[path = "../../tests/support/linearizability.rs"]
 mod linearizability;
 #[path = "support/process.rs"]
 mod process;
