@@ -53,6 +53,7 @@ pub async fn run(plan: &Plan) -> Result<LargeMap, String> {
         .filter_map(|m| m.node_handle())
         .collect();
 
+    let term_before = max_term(&nodes);
     let started = Instant::now();
     let version = timed_update(&leader, map.clone()).await?;
     let load = started.elapsed();
@@ -105,6 +106,7 @@ pub async fn run(plan: &Plan) -> Result<LargeMap, String> {
     })
     .await?;
     let loop_max_after_all = loop_max(&nodes).await?;
+    let elections = max_term(&nodes).saturating_sub(term_before);
 
     Ok(LargeMap {
         keys,
@@ -118,7 +120,13 @@ pub async fn run(plan: &Plan) -> Result<LargeMap, String> {
         probe_sets,
         loop_max_after_load,
         loop_max_after_all,
+        elections,
     })
+}
+
+/// The highest term any node is at.
+fn max_term(nodes: &[Arc<Node>]) -> u64 {
+    nodes.iter().map(|n| n.status().term).max().unwrap_or(0)
 }
 
 /// A key of the map, a different one each round.

@@ -174,6 +174,10 @@ pub struct LargeMap {
     /// started, so the second shows a later turn only if it was longer.
     pub loop_max_after_load: Duration,
     pub loop_max_after_all: Duration,
+    /// Elections while the section ran (the terms the leader's term moved
+    /// on by, from the load to the end): a loop stalled past the leader
+    /// timeout shows here.
+    pub elections: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -1416,9 +1420,11 @@ fn large_map_table(l: &LargeMap, floor: Option<&Floor>) -> String {
         out,
         "  read wait: a local read on every node each millisecond meanwhile (its max is the \
          longest stall a request saw)\n  longest loop turn (Metrics::loop_busy_us_max, any \
-         node): {:.1} ms after the load, {:.1} ms after the rest (a high-water mark)",
+         node): {:.1} ms after the load, {:.1} ms after the rest (a high-water mark)\n  \
+         elections during the section: {}",
         ms(l.loop_max_after_load),
         ms(l.loop_max_after_all),
+        l.elections,
     );
     out
 }
@@ -1446,6 +1452,7 @@ fn large_map_json(l: &LargeMap, floor: Option<&Floor>) -> Value {
         "set": series(&l.sets, &l.probe_sets),
         "loop_busy_max_after_load_ms": ms(l.loop_max_after_load),
         "loop_busy_max_after_all_ms": ms(l.loop_max_after_all),
+        "elections": l.elections,
     })
 }
 
@@ -1595,6 +1602,7 @@ mod tests {
             probe_sets: us_series(&[10]),
             loop_max_after_load: Duration::from_millis(2),
             loop_max_after_all: Duration::from_millis(2),
+            elections: 0,
         }));
         let json = report.to_json();
         let large = &json["large_map"];
