@@ -187,6 +187,7 @@ impl Core {
         }
         self.metrics.elections += 1;
         self.set_term(self.term.saturating_add(1));
+        debug_assert!(self.voted_for.is_none(), "Raft §5.2: one vote per term");
         self.voted_for = Some(me);
         self.hard_state_dirty = true;
         self.set_leader(None);
@@ -225,6 +226,10 @@ impl Core {
             && self.up_to_date(request.last)
             && !matches!(self.role, RoleState::Leader(_));
         if granted {
+            debug_assert!(
+                self.voted_for.is_none_or(|v| v == sender),
+                "Raft §5.2: one vote per term"
+            );
             if self.voted_for.is_none() {
                 self.voted_for = Some(sender);
                 self.hard_state_dirty = true;

@@ -90,6 +90,12 @@ impl Log {
 
     /// Appends one entry whose encoded size, `bytes`, is known.
     pub fn push_sized(&mut self, entry: Arc<Entry>, bytes: usize) {
+        debug_assert!(
+            entry.term >= self.last().term,
+            "Raft §5.3: the terms of a log never decrease ({:?} then term {})",
+            self.last(),
+            entry.term
+        );
         self.bytes = self.bytes.saturating_add(bytes);
         self.entries.push_back(Stored { entry, bytes });
     }

@@ -29,6 +29,10 @@ pub struct CoreMetrics {
     pub dropped_stale_term: u64,
     /// Frames that make no sense in this node's role or state.
     pub dropped_unexpected: u64,
+    /// Appends whose entries' terms decrease, or exceed the sender's term:
+    /// no leader sends those (a forged or damaged frame), and taking them
+    /// would break the order of the log.
+    pub dropped_malformed_append: u64,
     /// Frames of a higher term that did not move this node's term, by
     /// [`TermRefusal::index`].
     pub term_refused: [u64; TermRefusal::ALL.len()],

@@ -497,6 +497,12 @@ impl Core {
         core.commit_known = last.version;
         core.log.reset(last);
         for entry in image.entries {
+            if entry.term < core.log.last().term || entry.term > core.term {
+                return Err(ConfigError {
+                    what: "the data directory's log is out of order (a term decreases, or \
+                           exceeds the node's): damaged, not torn",
+                });
+            }
             core.log.push(entry);
         }
         core.recompute_config();
@@ -1273,6 +1279,11 @@ impl Core {
     }
 
     fn set_term(&mut self, term: u64) {
+        debug_assert!(
+            term >= self.term,
+            "Raft §5.1: a node's term never decreases ({} to {term})",
+            self.term
+        );
         if term != self.term {
             self.term = term;
             self.voted_for = None;

@@ -328,6 +328,16 @@ impl Core {
         outcome: SessionOutcome,
         removed: Option<crate::wire::Member>,
     ) -> bool {
+        debug_assert_eq!(
+            version,
+            self.commit + 1,
+            "changes apply in log order, one at a time"
+        );
+        debug_assert!(
+            version <= self.log.last().version,
+            "Raft §5.3: only a change the log holds commits ({version} beyond {:?})",
+            self.log.last()
+        );
         self.commit = version;
         self.metrics.applied += 1;
         self.after_apply(now, version, &entry.change, removed);
@@ -454,6 +464,18 @@ impl Core {
             seq,
             mut entries,
         } = append;
+        // A leader's entries follow its log (terms never decrease, §5.3)
+        // and none is of a later term than its own: an append that says
+        // otherwise was not made by a leader, and would break the log's
+        // order if taken.
+        let mut last_term = prev.term;
+        for entry in &entries {
+            if entry.term < last_term || entry.term > self.term {
+                self.metrics.dropped_malformed_append += 1;
+                return;
+            }
+            last_term = entry.term;
+        }
         let reply_version = prev.version + entries.len() as u64;
         if prev.version < self.commit {
             // Committed changes match the leader's: skip them.

@@ -1161,3 +1161,45 @@ mod apply_slices;
 mod join;
 mod prepared_update;
 mod terms;
+
+fn append_frame(term: u64, entries: Vec<Entry>) -> Vec<u8> {
+    let frame = Frame::new(
+        0,
+        NodeId(1),
+        term,
+        Message::Append(crate::wire::Append {
+            prev: LogId {
+                term: 2,
+                version: 4,
+            },
+            commit: 3,
+            seq: 1,
+            entries,
+        }),
+    )
+    .with_generation(Some(7));
+    let mut out = BytesMut::new();
+    frame.encode(&mut out, 1400).unwrap();
+    out.to_vec()
+}
+
+#[test]
+fn raft_5_3_an_append_whose_terms_decrease_or_pass_the_leaders_is_dropped() {
+    let mut core = restored_voter(3, None);
+    let entry = |term| Entry {
+        term,
+        change: crate::wire::Change::Set {
+            key: "k".into(),
+            value: term.to_string(),
+        },
+    };
+    for entries in [vec![entry(3), entry(2)], vec![entry(4)], vec![entry(1)]] {
+        core.handle_datagram(10, addr(1), &append_frame(3, entries));
+        while core.poll_transmit().is_some() {}
+    }
+    assert_eq!(core.metrics().dropped_malformed_append, 3);
+    assert_eq!(core.last_log_id().version, 4, "nothing taken");
+    core.handle_datagram(20, addr(1), &append_frame(3, vec![entry(2), entry(3)]));
+    assert_eq!(core.metrics().dropped_malformed_append, 3);
+    assert_eq!(core.last_log_id().version, 6, "a leader's append is taken");
+}
