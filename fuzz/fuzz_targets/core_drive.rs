@@ -67,7 +67,10 @@ fn core(u: &mut Unstructured) -> Result<Core> {
                     generation: GENERATION,
                 }),
                 hard_state: HardState {
-                    term: u.int_in_range(0..=5)?,
+                    // At least the term of its entries (1): a node takes a
+                    // term before any entry of it, so no data directory
+                    // holds entries of a later term than its own.
+                    term: u.int_in_range(1..=5)?,
                     voted_for: None,
                 },
                 snapshot: Snapshot {
