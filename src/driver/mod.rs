@@ -437,6 +437,14 @@ impl Driver {
         true
     }
 
+    /// A new request id for the core, whose outcome goes to `reply`.
+    fn register(&mut self, reply: oneshot::Sender<Result<u64, RequestError>>) -> RequestId {
+        let request = self.next_request;
+        self.next_request += 1;
+        self.pending.insert(request, reply);
+        request
+    }
+
     fn on_inbound(&mut self, message: Inbound) {
         let now = self.now();
         match message {
@@ -450,9 +458,7 @@ impl Driver {
                 tag,
                 reply,
             } => {
-                let request = self.next_request;
-                self.next_request += 1;
-                self.pending.insert(request, reply);
+                let request = self.register(reply);
                 let target = self
                     .core
                     .handle_prepared_update(now, request, prepared, tag);
@@ -464,9 +470,7 @@ impl Driver {
                 tag,
                 reply,
             } => {
-                let request = self.next_request;
-                self.next_request += 1;
-                self.pending.insert(request, reply);
+                let request = self.register(reply);
                 match tag {
                     Some(tag) => self.core.handle_session_write(now, request, command, tag),
                     None => self.core.handle_command(now, request, command),
